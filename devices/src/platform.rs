@@ -1,0 +1,688 @@
+//! The PC the guest sees: COM1, the 8259A pair, the 8254 PIT, the CMOS RTC, ACPI fixed
+//! hardware, one local APIC and one I/O APIC, wired as on a PIIX-style board. It dispatches
+//! port, MMIO and MSR accesses to them, carries ISA IRQ line levels to both the PICs and the
+//! I/O APIC (ISA IRQ 0 arrives at `layout::PIT_GSI`), and hands the CPU its next interrupt.
+//! It is not the exit loop: callers decode instructions and inject what `take_interrupt` gives.
+
+use crate::ioapic::{DeliveryMode, IoApic};
+use crate::lapic::{Lapic, LapicAction};
+use crate::layout;
+use crate::pic::PicPair;
+use crate::pit::Pit;
+use crate::pm::{Pm, PowerEvent};
+use crate::rtc::Rtc;
+use crate::uart::Uart16550;
+
+const PIT_IRQ: u8 = 0;
+const RTC_IRQ: u8 = 8;
+const POST_PORT: u16 = 0x80;
+const PORT61: u16 = 0x61;
+/// APIC MMIO windows are claimed a 4 KiB page at a time.
+const APIC_PAGE: u64 = 0x1000;
+/// Guest console output kept until the caller drains it.
+const CONSOLE_RING_BYTES: usize = 4096;
+
+pub struct PlatformConfig {
+    pub tsc_hz: u64,
+    pub ram_bytes: u64,
+    pub epoch_secs: u64,
+}
+
+/// The device a port belongs to; a multi-byte access must stay inside one device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PortDevice {
+    Uart,
+    Pic,
+    Pit,
+    Port61,
+    Rtc,
+    Pm,
+    Post,
+}
+
+fn port_device(port: u16) -> Option<PortDevice> {
+    match port {
+        p if p.wrapping_sub(layout::UART_BASE) < 8 => Some(PortDevice::Uart),
+        PORT61 => Some(PortDevice::Port61),
+        p if Pit::claims(p) => Some(PortDevice::Pit),
+        p if PicPair::claims(p) => Some(PortDevice::Pic),
+        p if Rtc::claims(p) => Some(PortDevice::Rtc),
+        p if Pm::claims(p) => Some(PortDevice::Pm),
+        POST_PORT => Some(PortDevice::Post),
+        _ => None,
+    }
+}
+
+/// Fixed-size byte ring that overwrites its oldest byte when full.
+struct ConsoleRing {
+    buf: [u8; CONSOLE_RING_BYTES],
+    head: usize,
+    len: usize,
+}
+
+impl ConsoleRing {
+    const fn new() -> Self {
+        Self {
+            buf: [0; CONSOLE_RING_BYTES],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[(self.head + self.len) % CONSOLE_RING_BYTES] = byte;
+        if self.len == CONSOLE_RING_BYTES {
+            self.head = (self.head + 1) % CONSOLE_RING_BYTES;
+        } else {
+            self.len += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<u8> {
+        if self.len == 0 {
+            return None;
+        }
+        let byte = self.buf[self.head];
+        self.head = (self.head + 1) % CONSOLE_RING_BYTES;
+        self.len -= 1;
+        Some(byte)
+    }
+}
+
+/// All ones in the low `size` bytes.
+fn ones(size: u8) -> u64 {
+    match size {
+        1..=7 => (1 << (8 * u32::from(size))) - 1,
+        _ => u64::MAX,
+    }
+}
+
+pub struct Platform {
+    uart: Uart16550,
+    pic: PicPair,
+    pit: Pit,
+    rtc: Rtc,
+    pm: Pm,
+    lapic: Lapic,
+    ioapic: IoApic,
+    console: ConsoleRing,
+    power_event: Option<PowerEvent>,
+    /// Level last driven on each ISA IRQ line.
+    isa_levels: u16,
+}
+
+impl Platform {
+    pub fn new(cfg: &PlatformConfig) -> Self {
+        Self {
+            uart: Uart16550::new(),
+            pic: PicPair::new(),
+            pit: Pit::new(cfg.tsc_hz),
+            rtc: Rtc::new(cfg.ram_bytes, cfg.epoch_secs, cfg.tsc_hz),
+            pm: Pm::new(cfg.tsc_hz),
+            lapic: Lapic::new(0, cfg.tsc_hz),
+            ioapic: IoApic::new(),
+            console: ConsoleRing::new(),
+            power_event: None,
+            isa_levels: 0,
+        }
+    }
+
+    /// Port read of `size` bytes; unclaimed ports (or accesses straddling two devices) read
+    /// as all ones.
+    pub fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32 {
+        let Some(dev) = self.device_for(port, size) else {
+            log::trace!("unclaimed port read {port:#x}/{size}");
+            return ones(size) as u32;
+        };
+        let value = match dev {
+            PortDevice::Pm => self.pm.read(port, size, now),
+            _ => (0..u16::from(size)).fold(0, |acc, i| {
+                let byte = self.read_byte(dev, port.wrapping_add(i), now);
+                acc | u32::from(byte) << (8 * i)
+            }),
+        };
+        self.after_port_access(dev);
+        value
+    }
+
+    pub fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
+        let Some(dev) = self.device_for(port, size) else {
+            log::trace!("unclaimed port write {port:#x}/{size} = {value:#x}");
+            return;
+        };
+        match dev {
+            PortDevice::Pm => {
+                if let Some(event) = self.pm.write(port, size, value, now) {
+                    self.power_event.get_or_insert(event);
+                }
+            }
+            _ => {
+                for i in 0..u16::from(size) {
+                    let byte = (value >> (8 * i)) as u8;
+                    self.write_byte(dev, port.wrapping_add(i), byte, now);
+                }
+            }
+        }
+        self.after_port_access(dev);
+    }
+
+    /// MMIO read in the APIC windows; `None` when no device decodes `gpa`.
+    pub fn mmio_read(&mut self, gpa: u64, size: u8, now: u64) -> Option<u64> {
+        let (is_lapic, offset) = self.apic_window(gpa)?;
+        let aligned = offset & !3;
+        let mut read32 = |off: u32| -> u64 {
+            if u64::from(off) >= APIC_PAGE {
+                return 0xFFFF_FFFF;
+            }
+            u64::from(if is_lapic {
+                self.lapic.mmio_read(off, now)
+            } else {
+                self.ioapic.mmio_read(off)
+            })
+        };
+        // APIC registers are 32 bits wide: a narrower read takes bytes of the dword, an 8-byte
+        // read is two dword reads.
+        let value = match size {
+            8 => read32(aligned) | read32(aligned + 4) << 32,
+            _ => (read32(aligned) >> (8 * (offset & 3))) & ones(size),
+        };
+        Some(value)
+    }
+
+    /// MMIO write in the APIC windows; false when no device decodes `gpa`.
+    pub fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, now: u64) -> bool {
+        let Some((is_lapic, offset)) = self.apic_window(gpa) else {
+            return false;
+        };
+        let aligned = offset & !3;
+        let value32 = match size {
+            // The upper half of an 8-byte write lands in the reserved part of the register's
+            // 16-byte slot.
+            4 | 8 => value as u32,
+            _ => {
+                // Merge a narrow write into the register's current value.
+                let shift = 8 * (offset & 3);
+                let mask = (ones(size) as u32) << shift;
+                let current = if is_lapic {
+                    self.lapic.mmio_read(aligned, now)
+                } else {
+                    self.ioapic.mmio_read(aligned)
+                };
+                (current & !mask) | ((value as u32) << shift & mask)
+            }
+        };
+        if is_lapic {
+            let action = self.lapic.mmio_write(aligned, value32, now);
+            self.handle_lapic_action(action);
+        } else {
+            self.ioapic.mmio_write(aligned, value32);
+        }
+        self.route_ioapic_deliveries();
+        true
+    }
+
+    /// `None`: not a platform MSR; `Some(Err(()))`: the access raises #GP.
+    pub fn msr_read(&mut self, msr: u32, now: u64) -> Option<Result<u64, ()>> {
+        Lapic::claims_msr(msr).then(|| self.lapic.msr_read(msr, now).ok_or(()))
+    }
+
+    pub fn msr_write(&mut self, msr: u32, value: u64, now: u64) -> Option<Result<(), ()>> {
+        if !Lapic::claims_msr(msr) {
+            return None;
+        }
+        let result = self.lapic.msr_write(msr, value, now);
+        Some(result.map(|action| {
+            self.handle_lapic_action(action);
+            self.route_ioapic_deliveries();
+        }))
+    }
+
+    /// Runs the timers due by `now` and brings every interrupt line up to date.
+    pub fn poll(&mut self, now: u64) {
+        if self.pit.poll(now) {
+            // The PIT's OUT is a square wave; the interrupt controllers see its rising edge.
+            self.drive_isa_irq(PIT_IRQ, true);
+            self.drive_isa_irq(PIT_IRQ, false);
+        }
+        self.lapic.poll_timer(now);
+        self.rtc.poll(now);
+        self.pm.poll(now);
+        self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level());
+        self.drive_isa_irq(RTC_IRQ, self.rtc.irq_level());
+        self.drive_isa_irq(layout::SCI_IRQ, self.pm.sci_level());
+        self.route_ioapic_deliveries();
+    }
+
+    /// Earliest TSC time at which some device needs `poll`.
+    pub fn next_deadline(&self) -> Option<u64> {
+        [
+            self.pit.next_event(),
+            self.lapic.next_deadline(),
+            self.rtc.next_event(),
+            self.pm.next_event(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn has_interrupt(&self) -> bool {
+        self.extint_pending() || self.lapic.pending_vector().is_some()
+    }
+
+    /// Acknowledges the interrupt the CPU takes now and returns its vector. ExtINT from the
+    /// PIC goes first: it bypasses the local APIC's IRR and priority (SDM vol. 3 10.5.1).
+    pub fn take_interrupt(&mut self) -> Option<u8> {
+        if self.extint_pending() {
+            let vector = self.pic.acknowledge();
+            return Some(vector);
+        }
+        let vector = self.lapic.pending_vector()?;
+        self.lapic.acknowledge(vector);
+        Some(vector)
+    }
+
+    pub fn take_power_event(&mut self) -> Option<PowerEvent> {
+        self.power_event.take()
+    }
+
+    pub fn pop_console_output(&mut self) -> Option<u8> {
+        self.console.pop()
+    }
+
+    /// Queues a byte for COM1's receiver; false when its FIFO is full.
+    pub fn push_console_input(&mut self, byte: u8) -> bool {
+        let accepted = self.uart.push_input(byte);
+        self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level());
+        self.route_ioapic_deliveries();
+        accepted
+    }
+
+    pub fn press_power_button(&mut self) {
+        self.pm.press_power_button();
+        self.drive_isa_irq(layout::SCI_IRQ, self.pm.sci_level());
+        self.route_ioapic_deliveries();
+    }
+
+    fn extint_pending(&self) -> bool {
+        self.lapic.lint0_extint() && self.pic.interrupt_pending()
+    }
+
+    /// The device serving an access of `size` bytes at `port`, when all its bytes hit it.
+    fn device_for(&self, port: u16, size: u8) -> Option<PortDevice> {
+        if !matches!(size, 1 | 2 | 4) {
+            return None;
+        }
+        let dev = port_device(port)?;
+        let last = port.checked_add(u16::from(size) - 1)?;
+        (port_device(last) == Some(dev)).then_some(dev)
+    }
+
+    fn read_byte(&mut self, dev: PortDevice, port: u16, now: u64) -> u8 {
+        match dev {
+            PortDevice::Uart => self.uart.read(port.wrapping_sub(layout::UART_BASE) as u8),
+            PortDevice::Pic => self.pic.read(port),
+            PortDevice::Pit => self.pit.read(port, now),
+            PortDevice::Port61 => self.pit.read_port61(now),
+            PortDevice::Rtc => self.rtc.read(port, now),
+            PortDevice::Pm => self.pm.read(port, 1, now) as u8,
+            PortDevice::Post => 0xFF,
+        }
+    }
+
+    fn write_byte(&mut self, dev: PortDevice, port: u16, value: u8, now: u64) {
+        match dev {
+            PortDevice::Uart => {
+                let offset = port.wrapping_sub(layout::UART_BASE) as u8;
+                if let Some(byte) = self.uart.write(offset, value) {
+                    self.console.push(byte);
+                }
+            }
+            PortDevice::Pic => self.pic.write(port, value),
+            PortDevice::Pit => self.pit.write(port, value, now),
+            PortDevice::Port61 => self.pit.write_port61(value, now),
+            PortDevice::Rtc => self.rtc.write(port, value, now),
+            PortDevice::Pm => {
+                if let Some(event) = self.pm.write(port, 1, u32::from(value), now) {
+                    self.power_event.get_or_insert(event);
+                }
+            }
+            // POST codes are dropped.
+            PortDevice::Post => {}
+        }
+    }
+
+    /// An access can change the device's IRQ line (IIR reads, register C reads, PM1 writes);
+    /// forwarding it at once keeps every edge visible to the interrupt controllers.
+    fn after_port_access(&mut self, dev: PortDevice) {
+        match dev {
+            PortDevice::Uart => self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level()),
+            PortDevice::Rtc => self.drive_isa_irq(RTC_IRQ, self.rtc.irq_level()),
+            PortDevice::Pm => self.drive_isa_irq(layout::SCI_IRQ, self.pm.sci_level()),
+            _ => {}
+        }
+        self.route_ioapic_deliveries();
+    }
+
+    /// Drives ISA line `irq` to the PICs and the I/O APIC when its level changes.
+    fn drive_isa_irq(&mut self, irq: u8, level: bool) {
+        let mask = 1u16 << (irq & 15);
+        if (self.isa_levels & mask != 0) == level {
+            return;
+        }
+        self.isa_levels ^= mask;
+        self.pic.set_irq(irq, level);
+        let gsi = if irq == PIT_IRQ { layout::PIT_GSI } else { irq };
+        self.ioapic.set_irq(gsi, level);
+    }
+
+    /// Hands I/O APIC messages to the local APIC. One vCPU: every fixed or lowest-priority
+    /// message is for it. ExtINT messages are served by the PIC path; NMI, SMI and INIT are
+    /// not modelled.
+    fn route_ioapic_deliveries(&mut self) {
+        while let Some(delivery) = self.ioapic.take_delivery() {
+            match delivery.mode {
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority => self
+                    .lapic
+                    .accept_interrupt(delivery.vector, delivery.level_triggered),
+                _ => log::trace!("ignored I/O APIC delivery {:?}", delivery.vector),
+            }
+        }
+    }
+
+    fn handle_lapic_action(&mut self, action: LapicAction) {
+        if let LapicAction::Eoi(vector) = action {
+            self.ioapic.eoi(vector);
+        }
+    }
+
+    /// Which APIC window holds `gpa`, and the offset in it.
+    fn apic_window(&self, gpa: u64) -> Option<(bool, u32)> {
+        let lapic_base = self.lapic.base_address();
+        if self.lapic.xapic_mmio_enabled() && gpa.wrapping_sub(lapic_base) < APIC_PAGE {
+            return Some((true, (gpa - lapic_base) as u32));
+        }
+        let offset = gpa.wrapping_sub(layout::IOAPIC_BASE);
+        (offset < APIC_PAGE).then_some((false, offset as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TSC_HZ: u64 = 3_000_000_000;
+    const LAPIC: u64 = layout::LAPIC_BASE;
+    const IOAPIC: u64 = layout::IOAPIC_BASE;
+    const SVR: u64 = 0xF0;
+    const EOI: u64 = 0xB0;
+    const LVT_LINT0: u64 = 0x350;
+
+    fn platform() -> Platform {
+        Platform::new(&PlatformConfig {
+            tsc_hz: TSC_HZ,
+            ram_bytes: 256 << 20,
+            epoch_secs: 1_700_000_000,
+        })
+    }
+
+    fn enable_lapic(p: &mut Platform) {
+        assert!(p.mmio_write(LAPIC + SVR, 4, 0x1FF, 0));
+    }
+
+    /// Routes I/O APIC `pin` to `vector`, fixed delivery, physical destination 0.
+    fn route_pin(p: &mut Platform, pin: u32, vector: u8, level: bool) {
+        let low = u64::from(vector) | if level { 1 << 15 } else { 0 };
+        p.mmio_write(IOAPIC, 4, u64::from(0x10 + 2 * pin + 1), 0);
+        p.mmio_write(IOAPIC + 0x10, 4, 0, 0);
+        p.mmio_write(IOAPIC, 4, u64::from(0x10 + 2 * pin), 0);
+        p.mmio_write(IOAPIC + 0x10, 4, low, 0);
+    }
+
+    /// Programs the 8259 pair as Linux does, vectors 0x20 and 0x28, all unmasked.
+    fn init_pic(p: &mut Platform) {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xA0, 0x11),
+            (0xA1, 0x28),
+            (0xA1, 0x02),
+            (0xA1, 0x01),
+            (0x21, 0x00),
+            (0xA1, 0x00),
+        ] {
+            p.io_write(port, 1, value, 0);
+        }
+    }
+
+    /// PIT channel 0, mode 2, 1193 clocks (about 1 ms).
+    fn start_pit(p: &mut Platform) {
+        p.io_write(0x43, 1, 0x34, 0);
+        p.io_write(0x40, 1, 1193 & 0xFF, 0);
+        p.io_write(0x40, 1, 1193 >> 8, 0);
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones() {
+        let mut p = platform();
+        assert_eq!(p.io_read(0x1234, 1, 0), 0xFF);
+        assert_eq!(p.io_read(0x1234, 2, 0), 0xFFFF);
+        assert_eq!(p.io_read(0x1234, 4, 0), 0xFFFF_FFFF);
+        assert_eq!(p.io_read(0xFFFF, 4, 0), 0xFFFF_FFFF);
+        assert_eq!(p.io_read(0x3F8, 3, 0), 0xFF_FFFF);
+    }
+
+    #[test]
+    fn pci_config_address_dword_is_not_the_reset_register() {
+        let mut p = platform();
+        p.io_write(0xCF8, 4, 0x8000_0400, 0);
+        assert_eq!(p.take_power_event(), None);
+        assert_eq!(p.io_read(0xCF8, 4, 0), 0xFFFF_FFFF);
+    }
+
+    #[test]
+    fn uart_output_reaches_console_in_order() {
+        let mut p = platform();
+        for &b in b"hi\n" {
+            p.io_write(layout::UART_BASE, 1, u32::from(b), 0);
+        }
+        assert_eq!(p.pop_console_output(), Some(b'h'));
+        assert_eq!(p.pop_console_output(), Some(b'i'));
+        assert_eq!(p.pop_console_output(), Some(b'\n'));
+        assert_eq!(p.pop_console_output(), None);
+    }
+
+    #[test]
+    fn console_ring_overwrites_oldest() {
+        let mut p = platform();
+        for i in 0..CONSOLE_RING_BYTES + 3 {
+            p.io_write(layout::UART_BASE, 1, i as u32 & 0xFF, 0);
+        }
+        assert_eq!(p.pop_console_output(), Some(3));
+        let mut n = 1;
+        while p.pop_console_output().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, CONSOLE_RING_BYTES);
+    }
+
+    #[test]
+    fn console_input_read_through_rbr() {
+        let mut p = platform();
+        assert!(p.push_console_input(b'k'));
+        assert_eq!(p.io_read(layout::UART_BASE + 5, 1, 0) & 1, 1);
+        assert_eq!(p.io_read(layout::UART_BASE, 1, 0), u32::from(b'k'));
+    }
+
+    #[test]
+    fn power_events() {
+        let mut p = platform();
+        let s5 = u32::from(layout::S5_SLP_TYP) << 10 | 1 << 13;
+        p.io_write(layout::PM1A_CNT_BLK, 2, s5, 0);
+        assert_eq!(p.take_power_event(), Some(PowerEvent::PowerOff));
+        assert_eq!(p.take_power_event(), None);
+        p.io_write(layout::RESET_PORT, 1, u32::from(layout::RESET_VALUE), 0);
+        assert_eq!(p.take_power_event(), Some(PowerEvent::Reset));
+        p.io_write(0x64, 1, 0xFE, 0);
+        assert_eq!(p.take_power_event(), Some(PowerEvent::Reset));
+    }
+
+    #[test]
+    fn port_devices_are_reachable() {
+        let mut p = platform();
+        p.io_write(0x21, 1, 0xFF, 0);
+        assert_eq!(p.io_read(0x21, 1, 0), 0xFF);
+        p.io_write(0x70, 1, 0x0D, 0);
+        assert_eq!(p.io_read(0x71, 1, 0), 0x80);
+        p.io_write(0x70, 1, 0x30, 0);
+        assert_eq!(p.io_read(0x71, 1, 0), 0xFF, "255 MiB extended, low byte");
+        p.io_write(0x61, 1, 0x01, 0);
+        assert_eq!(p.io_read(0x61, 1, 0) & 1, 1);
+        p.io_write(0x80, 1, 0x55, 0);
+        let t = p.io_read(layout::PM_TMR_BLK, 4, TSC_HZ);
+        assert_eq!(u64::from(t), crate::pm::PM_TIMER_HZ);
+    }
+
+    #[test]
+    fn nothing_scheduled_at_reset() {
+        let p = platform();
+        assert_eq!(p.next_deadline(), None);
+        assert!(!p.has_interrupt());
+    }
+
+    #[test]
+    fn pit_through_ioapic_to_lapic() {
+        let mut p = platform();
+        enable_lapic(&mut p);
+        route_pin(&mut p, u32::from(layout::PIT_GSI), 0x30, false);
+        start_pit(&mut p);
+        let first = p.next_deadline().expect("PIT armed");
+        assert_eq!(first, 1193 * TSC_HZ / crate::pit::PIT_HZ + 1);
+        p.poll(first - 1);
+        assert!(!p.has_interrupt());
+        p.poll(first);
+        assert!(p.has_interrupt());
+        assert_eq!(p.take_interrupt(), Some(0x30));
+        assert!(!p.has_interrupt());
+        p.mmio_write(LAPIC + EOI, 4, 0, first);
+        let second = p.next_deadline().expect("periodic");
+        assert!(second > first);
+        p.poll(second);
+        assert_eq!(p.take_interrupt(), Some(0x30));
+    }
+
+    #[test]
+    fn pit_through_pic_and_extint() {
+        let mut p = platform();
+        enable_lapic(&mut p);
+        assert!(p.mmio_write(LAPIC + LVT_LINT0, 4, 0x700, 0));
+        init_pic(&mut p);
+        start_pit(&mut p);
+        let t = p.next_deadline().expect("PIT armed");
+        p.poll(t);
+        assert!(p.has_interrupt());
+        assert_eq!(p.take_interrupt(), Some(0x20));
+        assert!(!p.has_interrupt());
+        p.io_write(0x20, 1, 0x20, t);
+        let t2 = p.next_deadline().expect("periodic");
+        p.poll(t2);
+        assert_eq!(p.take_interrupt(), Some(0x20));
+    }
+
+    #[test]
+    fn masked_lint0_blocks_pic() {
+        let mut p = platform();
+        enable_lapic(&mut p);
+        p.mmio_write(LAPIC + LVT_LINT0, 4, 0x1_0700, 0);
+        init_pic(&mut p);
+        start_pit(&mut p);
+        p.poll(p.next_deadline().expect("PIT armed"));
+        assert!(!p.has_interrupt());
+        assert_eq!(p.take_interrupt(), None);
+    }
+
+    #[test]
+    fn uart_thre_interrupt_through_pic() {
+        let mut p = platform();
+        init_pic(&mut p);
+        p.io_write(layout::UART_BASE + 4, 1, 0x08, 0); // OUT2
+        p.io_write(layout::UART_BASE + 1, 1, 0x02, 0); // ETBEI
+        assert!(
+            p.has_interrupt(),
+            "APIC still software-disabled: PIC reaches the CPU"
+        );
+        assert_eq!(p.take_interrupt(), Some(0x24));
+        assert_eq!(p.io_read(layout::UART_BASE + 2, 1, 0), 0x02);
+        p.io_write(0x20, 1, 0x20, 0);
+        assert!(!p.has_interrupt());
+        // The next THR write re-raises the line: a new edge.
+        p.io_write(layout::UART_BASE, 1, u32::from(b'x'), 0);
+        assert_eq!(p.take_interrupt(), Some(0x24));
+    }
+
+    #[test]
+    fn console_input_interrupt_through_ioapic() {
+        let mut p = platform();
+        enable_lapic(&mut p);
+        route_pin(&mut p, u32::from(layout::UART_IRQ), 0x34, false);
+        p.io_write(layout::UART_BASE + 4, 1, 0x08, 0);
+        p.io_write(layout::UART_BASE + 1, 1, 0x01, 0);
+        assert!(!p.has_interrupt());
+        p.push_console_input(b'q');
+        assert_eq!(p.take_interrupt(), Some(0x34));
+    }
+
+    #[test]
+    fn power_button_sci_is_level_and_eoi_redelivers() {
+        let mut p = platform();
+        enable_lapic(&mut p);
+        route_pin(&mut p, u32::from(layout::SCI_IRQ), 0x41, true);
+        p.io_write(layout::PM1A_EVT_BLK + 2, 2, 1 << 8, 0);
+        p.press_power_button();
+        assert_eq!(p.take_interrupt(), Some(0x41));
+        p.mmio_write(LAPIC + EOI, 4, 0, 0);
+        assert_eq!(p.take_interrupt(), Some(0x41), "line still high after EOI");
+        p.io_write(layout::PM1A_EVT_BLK, 2, 1 << 8, 0);
+        p.mmio_write(LAPIC + EOI, 4, 0, 0);
+        assert!(!p.has_interrupt());
+    }
+
+    #[test]
+    fn apic_mmio_sizes() {
+        let mut p = platform();
+        let version = p.mmio_read(LAPIC + 0x30, 4, 0).expect("LAPIC page");
+        assert_eq!(p.mmio_read(LAPIC + 0x30, 1, 0), Some(version & 0xFF));
+        assert_eq!(p.mmio_read(LAPIC + 0x32, 2, 0), Some(version >> 16));
+        assert_eq!(
+            p.mmio_read(LAPIC + 0x30, 8, 0).map(|v| v & 0xFFFF_FFFF),
+            Some(version)
+        );
+        // A byte write to IOREGSEL selects the I/O APIC version register.
+        assert!(p.mmio_write(IOAPIC, 1, 0x01, 0));
+        let ver = p.mmio_read(IOAPIC + 0x10, 4, 0).expect("IOAPIC page");
+        assert_eq!((ver >> 16) & 0xFF, u64::from(layout::IOAPIC_PINS) - 1);
+        assert_eq!(
+            p.mmio_read(IOAPIC + 0xFFC, 8, 0).map(|v| v >> 32),
+            Some(0xFFFF_FFFF)
+        );
+        assert_eq!(p.mmio_read(IOAPIC + 0x1000, 4, 0), None);
+        assert!(!p.mmio_write(0xFEB0_0000, 4, 0, 0));
+    }
+
+    #[test]
+    fn apic_base_msr_moves_and_disables_window() {
+        let mut p = platform();
+        let base = p
+            .msr_read(0x1B, 0)
+            .expect("platform MSR")
+            .expect("readable");
+        assert_eq!(base & !0xFFF, layout::LAPIC_BASE);
+        assert_eq!(p.msr_read(0x10, 0), None);
+        assert_eq!(p.msr_write(0x10, 0, 0), None);
+        // Globally disabling the APIC removes its MMIO page.
+        assert_eq!(p.msr_write(0x1B, base & !0x800, 0), Some(Ok(())));
+        assert_eq!(p.mmio_read(LAPIC + 0x30, 4, 0), None);
+    }
+}

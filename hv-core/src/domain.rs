@@ -1,0 +1,370 @@
+//! A domain (VM) and the one exit loop: every exit of every backend arrives here as a
+//! vendor-neutral `vcpu::Exit` and is handled once, the same way for SVM and VMX. CPUID goes
+//! through the guest CPUID policy, MSRs through the APIC, the backend's saved state and an
+//! allow-list, port I/O and MMIO to the platform devices, HLT blocks until an interrupt is due,
+//! interrupts are injected when the vCPU can take them and an interrupt window is requested when
+//! it cannot.
+//!
+//! It is not the scheduler (which chooses the domain to run and sleeps the host) and it touches no
+//! hardware: it is driven through the `Vcpu` trait, so it runs against a mock vCPU in tests.
+
+use alloc::string::String;
+use core::fmt;
+
+use crate::cpuid::{guest_cpuid, CpuidPolicy};
+use crate::emulate::{self, MmioBus};
+use crate::memory::GuestRam;
+use crate::msr::{self, MsrState};
+use devices::platform::Platform;
+use devices::pm::PowerEvent;
+use vcpu::{reg, Event, Exit, ExitInfo, IoAccess, Vcpu};
+
+/// KVM's "no such hypercall" (`-KVM_ENOSYS`), what a KVM-compatible guest expects.
+const HYPERCALL_ENOSYS: u64 = (-1000i64) as u64;
+/// How many unmapped accesses a domain gets logged before the log goes quiet.
+const UNMAPPED_LOG_LIMIT: u32 = 32;
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Why a domain stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    PowerOff,
+    Reset,
+    TripleFault { rip: u64 },
+    Crashed(String),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PowerOff => f.write_str("powered off"),
+            Self::Reset => f.write_str("reset"),
+            Self::TripleFault { rip } => write!(f, "triple fault at rip {rip:#x}"),
+            Self::Crashed(why) => write!(f, "crashed: {why}"),
+        }
+    }
+}
+
+/// What the scheduler does after an exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Enter the guest again.
+    Resume,
+    /// The vCPU halted: run it again once `has_work` says so.
+    Halt,
+    /// A host interrupt ended the slice: let the host take it.
+    HostInterrupt,
+    Stop(StopReason),
+}
+
+/// Reads the host's CPUID; a parameter so that tests can fake the host.
+pub type HostCpuid = fn(u32, u32) -> [u32; 4];
+
+pub struct Domain<V: Vcpu> {
+    pub id: u32,
+    pub name: String,
+    pub vcpu: V,
+    pub platform: Platform,
+    pub ram: GuestRam<'static>,
+    cpuid: CpuidPolicy,
+    host_cpuid: HostCpuid,
+    msrs: MsrState,
+    unmapped_logged: u32,
+    /// Exits handled, by raw vendor code's low byte bucket… kept simple: total count.
+    pub exits: u64,
+}
+
+impl<V: Vcpu> Domain<V> {
+    pub fn new(
+        id: u32,
+        name: String,
+        vcpu: V,
+        platform: Platform,
+        ram: GuestRam<'static>,
+        cpuid: CpuidPolicy,
+        host_cpuid: HostCpuid,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            vcpu,
+            platform,
+            ram,
+            cpuid,
+            host_cpuid,
+            msrs: MsrState::default(),
+            unmapped_logged: 0,
+            exits: 0,
+        }
+    }
+
+    /// Runs due device timers and queues an interrupt (or asks for an interrupt window).
+    /// Called right before every entry.
+    pub fn prepare_entry(&mut self, now: u64) {
+        self.platform.poll(now);
+        if !self.platform.has_interrupt() {
+            self.vcpu.request_interrupt_window(false);
+        } else if self.vcpu.interruptible() {
+            if let Some(vector) = self.platform.take_interrupt() {
+                self.vcpu.inject(Event::Interrupt(vector));
+            }
+            self.vcpu.request_interrupt_window(false);
+        } else {
+            self.vcpu.request_interrupt_window(true);
+        }
+    }
+
+    /// A halted vCPU has work again when an interrupt is ready for it.
+    pub fn has_work(&mut self, now: u64) -> bool {
+        self.platform.poll(now);
+        self.platform.has_interrupt()
+    }
+
+    /// Handles one exit.
+    pub fn handle(&mut self, info: ExitInfo, now: u64) -> Next {
+        self.exits += 1;
+        match info.exit {
+            Exit::Cpuid => self.cpuid(info),
+            Exit::Hlt => match self.skip(info) {
+                Next::Resume => Next::Halt,
+                other => other,
+            },
+            Exit::Io(io) => self.io(io, info, now),
+            Exit::MsrRead => self.rdmsr(info, now),
+            Exit::MsrWrite => self.wrmsr(info, now),
+            Exit::NestedPageFault { gpa, fetch, .. } => self.mmio(gpa, fetch, now),
+            Exit::ExternalInterrupt => Next::HostInterrupt,
+            Exit::InterruptWindow => Next::Resume,
+            Exit::Hypercall => {
+                self.vcpu.regs_mut().gpr[reg::RAX] = HYPERCALL_ENOSYS;
+                self.skip(info)
+            }
+            Exit::CacheFlush => self.skip(info),
+            Exit::VirtInstruction | Exit::Xsetbv => self.fault(vcpu::vector::UD, None),
+            Exit::Exception { vector, error_code } => {
+                self.vcpu.inject(Event::Exception { vector, error_code });
+                Next::Resume
+            }
+            Exit::Shutdown => Next::Stop(StopReason::TripleFault {
+                rip: self.vcpu.regs().rip,
+            }),
+            Exit::InvalidState => Next::Stop(StopReason::Crashed(String::from(
+                "the hardware rejected the guest state",
+            ))),
+            Exit::Unknown => Next::Stop(StopReason::Crashed(alloc::format!(
+                "unhandled exit {} ({:#x})",
+                V::exit_name(info.raw),
+                info.raw
+            ))),
+        }
+    }
+
+    /// Advances RIP past the exiting instruction.
+    fn skip(&mut self, info: ExitInfo) -> Next {
+        let next = match info.next_rip {
+            Some(rip) => rip,
+            None => {
+                let ctrl = self.vcpu.control_state();
+                match emulate::instruction_length(self.vcpu.regs(), &ctrl, &self.ram) {
+                    Ok(len) => self.vcpu.regs().rip.wrapping_add(u64::from(len)),
+                    Err(e) => {
+                        return Next::Stop(StopReason::Crashed(alloc::format!(
+                            "cannot decode the instruction at rip {:#x}: {e}",
+                            self.vcpu.regs().rip
+                        )))
+                    }
+                }
+            }
+        };
+        self.vcpu.regs_mut().rip = next;
+        Next::Resume
+    }
+
+    fn fault(&mut self, vector: u8, error_code: Option<u32>) -> Next {
+        self.vcpu.inject(Event::Exception { vector, error_code });
+        Next::Resume
+    }
+
+    fn cpuid(&mut self, info: ExitInfo) -> Next {
+        let regs = self.vcpu.regs();
+        let (leaf, subleaf) = (regs.gpr[reg::RAX] as u32, regs.gpr[reg::RCX] as u32);
+        let mut out = guest_cpuid(&self.cpuid, 0, leaf, subleaf, &self.host_cpuid);
+        if leaf == 1 {
+            // OSXSAVE mirrors the guest's own CR4 (SDM Vol. 2A, CPUID leaf 1 ECX bit 27).
+            let osxsave = self.vcpu.control_state().cr4 & CR4_OSXSAVE != 0;
+            out[2] = (out[2] & !(1 << 27)) | (u32::from(osxsave) << 27);
+        }
+        let gpr = &mut self.vcpu.regs_mut().gpr;
+        for (r, v) in [reg::RAX, reg::RBX, reg::RCX, reg::RDX]
+            .into_iter()
+            .zip(out)
+        {
+            gpr[r] = u64::from(v);
+        }
+        self.skip(info)
+    }
+
+    fn io(&mut self, io: IoAccess, info: ExitInfo, now: u64) -> Next {
+        if io.string {
+            return Next::Stop(StopReason::Crashed(alloc::format!(
+                "string I/O to port {:#x} is not emulated",
+                io.port
+            )));
+        }
+        let mask = size_mask(io.size);
+        if io.write {
+            let value = self.vcpu.regs().gpr[reg::RAX] & mask;
+            self.platform.io_write(io.port, io.size, value as u32, now);
+            if let Some(stop) = self.power_event() {
+                return stop;
+            }
+        } else {
+            let value = u64::from(self.platform.io_read(io.port, io.size, now)) & mask;
+            let rax = &mut self.vcpu.regs_mut().gpr[reg::RAX];
+            // A 32-bit result zero-extends into RAX; 8- and 16-bit results merge.
+            *rax = if io.size == 4 {
+                value
+            } else {
+                (*rax & !mask) | value
+            };
+        }
+        self.skip(info)
+    }
+
+    fn power_event(&mut self) -> Option<Next> {
+        self.platform.take_power_event().map(|e| {
+            Next::Stop(match e {
+                PowerEvent::PowerOff => StopReason::PowerOff,
+                PowerEvent::Reset => StopReason::Reset,
+            })
+        })
+    }
+
+    fn rdmsr(&mut self, info: ExitInfo, now: u64) -> Next {
+        let index = self.vcpu.regs().gpr[reg::RCX] as u32;
+        let value = match self.platform.msr_read(index, now) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(())) => None,
+            None => match self.vcpu.read_state_msr(index) {
+                Some(v) => Some(v),
+                None => match self.msrs.read(index, now) {
+                    msr::Access::Value(v) => Some(v),
+                    _ => None,
+                },
+            },
+        };
+        match value {
+            Some(v) => {
+                let gpr = &mut self.vcpu.regs_mut().gpr;
+                gpr[reg::RAX] = v & 0xFFFF_FFFF;
+                gpr[reg::RDX] = v >> 32;
+                self.skip(info)
+            }
+            None => {
+                log::debug!("domain {}: rdmsr {index:#x}: #GP", self.name);
+                self.fault(vcpu::vector::GP, Some(0))
+            }
+        }
+    }
+
+    fn wrmsr(&mut self, info: ExitInfo, now: u64) -> Next {
+        let gpr = &self.vcpu.regs().gpr;
+        let index = gpr[reg::RCX] as u32;
+        let value = (gpr[reg::RDX] << 32) | (gpr[reg::RAX] & 0xFFFF_FFFF);
+        let ok = match self.platform.msr_write(index, value, now) {
+            Some(r) => r.is_ok(),
+            None => match self.vcpu.write_state_msr(index, value) {
+                Ok(true) => true,
+                Err(vcpu::InvalidValue) => false,
+                Ok(false) => self.msrs.write(index, value) == msr::Access::Done,
+            },
+        };
+        if ok {
+            self.skip(info)
+        } else {
+            log::debug!("domain {}: wrmsr {index:#x} <- {value:#x}: #GP", self.name);
+            self.fault(vcpu::vector::GP, Some(0))
+        }
+    }
+
+    fn mmio(&mut self, gpa: u64, fetch: bool, now: u64) -> Next {
+        if fetch {
+            return Next::Stop(StopReason::Crashed(alloc::format!(
+                "instruction fetch from guest-physical {gpa:#x}, which is not RAM"
+            )));
+        }
+        let ctrl = self.vcpu.control_state();
+        let mut bus = Bus {
+            platform: &mut self.platform,
+            now,
+            id: self.id,
+            name: &self.name,
+            logged: &mut self.unmapped_logged,
+        };
+        let segs = self.vcpu.segments();
+        let regs = self.vcpu.regs_mut();
+        match emulate::emulate_mmio(regs, &ctrl, &segs, &mut self.ram, &mut bus, gpa) {
+            Ok(()) => self.power_event().unwrap_or(Next::Resume),
+            Err(e) => Next::Stop(StopReason::Crashed(alloc::format!(
+                "cannot emulate the access to guest-physical {gpa:#x}: {e}"
+            ))),
+        }
+    }
+}
+
+fn size_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    }
+}
+
+/// The platform's MMIO as the instruction emulator sees it; accesses that hit no device read
+/// as all ones and are dropped, and are logged.
+struct Bus<'a> {
+    platform: &'a mut Platform,
+    now: u64,
+    id: u32,
+    name: &'a str,
+    logged: &'a mut u32,
+}
+
+impl Bus<'_> {
+    fn log_unmapped(&mut self, what: fmt::Arguments) {
+        if *self.logged < UNMAPPED_LOG_LIMIT {
+            *self.logged += 1;
+            log::warn!("domain {} (id {}): {what}", self.name, self.id);
+            if *self.logged == UNMAPPED_LOG_LIMIT {
+                log::warn!(
+                    "domain {} (id {}): further unmapped accesses not logged",
+                    self.name,
+                    self.id
+                );
+            }
+        }
+    }
+}
+
+impl MmioBus for Bus<'_> {
+    fn read(&mut self, gpa: u64, size: u8) -> u64 {
+        match self.platform.mmio_read(gpa, size, self.now) {
+            Some(v) => v,
+            None => {
+                self.log_unmapped(format_args!(
+                    "read of unmapped gpa {gpa:#x} (size {size}) returns all ones"
+                ));
+                size_mask(size)
+            }
+        }
+    }
+
+    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+        if !self.platform.mmio_write(gpa, size, value, self.now) {
+            self.log_unmapped(format_args!(
+                "write to unmapped gpa {gpa:#x} (size {size}) dropped"
+            ));
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Guest-physical memory as the loaders, the instruction emulator and the devices see it: a
+//! trait for reading and writing by guest-physical address, and `GuestRam`, the RAM of one VM
+//! as a contiguous host buffer mapped at guest-physical address 0.
+//!
+//! It is not the nested page tables (crate `ept`) and not the host frame allocator.
+
+/// A guest-physical access fell outside guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRam {
+    pub gpa: u64,
+}
+
+/// Byte-level access to guest-physical memory.
+pub trait GuestMemory {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam>;
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam>;
+
+    fn read_u64(&self, gpa: u64) -> Result<u64, OutOfRam> {
+        let mut b = [0; 8];
+        self.read(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn write_u64(&mut self, gpa: u64, value: u64) -> Result<(), OutOfRam> {
+        self.write(gpa, &value.to_le_bytes())
+    }
+}
+
+/// One VM's RAM: `len` bytes at guest-physical address 0, backed by one host buffer.
+pub struct GuestRam<'a> {
+    mem: &'a mut [u8],
+}
+
+impl<'a> GuestRam<'a> {
+    pub fn new(mem: &'a mut [u8]) -> Self {
+        Self { mem }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.mem.len() as u64
+    }
+
+    fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRam> {
+        let start = usize::try_from(gpa).map_err(|_| OutOfRam { gpa })?;
+        match start.checked_add(len) {
+            Some(end) if end <= self.mem.len() => Ok(start..end),
+            _ => Err(OutOfRam { gpa }),
+        }
+    }
+}
+
+impl GuestMemory for GuestRam<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
+        let r = self.range(gpa, buf.len())?;
+        buf.copy_from_slice(&self.mem[r]);
+        Ok(())
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam> {
+        let r = self.range(gpa, data.len())?;
+        self.mem[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_what_was_written_and_rejects_the_edge() {
+        let mut buf = [0u8; 64];
+        let mut ram = GuestRam::new(&mut buf);
+        ram.write_u64(8, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(ram.read_u64(8).unwrap(), 0x1122_3344_5566_7788);
+        assert_eq!(ram.write(60, &[0; 8]), Err(OutOfRam { gpa: 60 }));
+        assert_eq!(ram.read_u64(u64::MAX), Err(OutOfRam { gpa: u64::MAX }));
+    }
+}

@@ -1,0 +1,387 @@
+//! One SVM virtual CPU: its VMCB programmed with the monitor's intercepts and nested paging,
+//! the guest's start state, event injection with interrupt-window exits (V_IRQ + VINTR, as APM
+//! Vol. 2 §15.21.4 describes), re-injection of events cut short by an exit (EXITINTINFO,
+//! §15.20), and the `vcpu::Vcpu` implementation the exit loop drives.
+
+use alloc::boxed::Box;
+
+use crate::intercepts::{IoPermissionMap, MsrPermissionMap};
+use crate::vmcb::{self, attrib, event, misc1, misc2, Segment, Vmcb};
+use crate::{exit, Features};
+use vcpu::{ControlState, Event, ExitInfo, InvalidValue, Regs, Segments, StartState};
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_PAT: u32 = 0x277;
+/// EFER bits a guest may set: SCE, LME, LMA (written by hardware), NXE, FFXSR.
+const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+const RFLAGS_IF: u64 = 1 << 9;
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// Permission maps shared by every vCPU (they hold the same policy).
+pub struct Shared {
+    iopm: Box<IoPermissionMap>,
+    msrpm: Box<MsrPermissionMap>,
+    features: Features,
+}
+
+impl Shared {
+    pub fn new(features: Features) -> Self {
+        Self {
+            iopm: IoPermissionMap::intercept_all(),
+            msrpm: MsrPermissionMap::standard(),
+            features,
+        }
+    }
+
+    pub fn features(&self) -> Features {
+        self.features
+    }
+}
+
+pub struct SvmVcpu {
+    vmcb: Box<Vmcb>,
+    regs: Regs,
+    nrip_save: bool,
+}
+
+fn phys<T>(p: &T) -> u64 {
+    p as *const T as u64
+}
+
+impl SvmVcpu {
+    /// A vCPU of the VM whose nested page table root is `ncr3`, tagged with `asid` (≥ 1).
+    pub fn new(shared: &Shared, asid: u32, ncr3: u64, start: &StartState) -> Self {
+        // SAFETY: Vmcb is plain data (integers and arrays): all-zero is a valid value.
+        let mut vmcb: Box<Vmcb> = unsafe { Box::new_zeroed().assume_init() };
+        let c = &mut vmcb.control;
+        c.intercept_misc1 = misc1::INTR
+            | misc1::NMI
+            | misc1::SMI
+            | misc1::INIT
+            | misc1::CPUID
+            | misc1::INVD
+            | misc1::HLT
+            | misc1::IOIO_PROT
+            | misc1::MSR_PROT
+            | misc1::SHUTDOWN;
+        c.intercept_misc2 = misc2::VMRUN
+            | misc2::VMMCALL
+            | misc2::VMLOAD
+            | misc2::VMSAVE
+            | misc2::STGI
+            | misc2::CLGI
+            | misc2::SKINIT
+            | misc2::WBINVD
+            | misc2::MONITOR
+            | misc2::MWAIT
+            | misc2::MWAIT_CONDITIONAL;
+        c.iopm_base_pa = phys(&*shared.iopm);
+        c.msrpm_base_pa = phys(&*shared.msrpm);
+        c.guest_asid = asid;
+        // Flush this ASID's TLB at the first VMRUN (1 = flush everything: always supported).
+        c.tlb_control = 1;
+        c.vintr = vmcb::vintr::V_INTR_MASKING;
+        c.np_control = 1;
+        c.n_cr3 = ncr3;
+        load_start_state(&mut vmcb.save, start);
+        Self {
+            vmcb,
+            regs: start.regs,
+            nrip_save: shared.features.nrip_save,
+        }
+    }
+
+    fn vmcb_pa(&self) -> u64 {
+        phys(&*self.vmcb)
+    }
+
+    /// An event cut short by the exit is delivered again at the next entry (APM §15.20).
+    fn requeue_interrupted_event(&mut self) {
+        let c = &mut self.vmcb.control;
+        let info = c.exit_int_info;
+        c.event_inj = if info & event::VALID != 0 { info } else { 0 };
+    }
+}
+
+fn load_start_state(s: &mut vmcb::Save, start: &StartState) {
+    let flat_code = if start.long_mode {
+        0x9B | attrib::LONG | (1 << 11)
+    } else {
+        0x9B | attrib::DB | (1 << 11)
+    };
+    let flat_data = 0x93 | attrib::DB | (1 << 11);
+    s.cs = Segment::new(start.code_selector, flat_code, 0xFFFF_FFFF, 0);
+    let data = Segment::new(start.data_selector, flat_data, 0xFFFF_FFFF, 0);
+    s.ds = data;
+    s.es = data;
+    s.ss = data;
+    s.fs = data;
+    s.gs = data;
+    s.gdtr = Segment::new(0, 0, u32::from(start.gdt_limit), start.gdt_base);
+    s.idtr = Segment::new(0, 0, 0, 0);
+    s.ldtr = Segment::new(0, 0x82, 0, 0);
+    // A busy 32/64-bit TSS: the boot protocols leave TR undefined but VMRUN wants it usable.
+    s.tr = Segment::new(0, 0x8B, 0x67, 0);
+    s.cpl = 0;
+    s.efer = start.efer | vmcb::efer::SVME;
+    s.cr0 = start.cr0;
+    s.cr3 = start.cr3;
+    s.cr4 = start.cr4;
+    s.dr6 = 0xFFFF_0FF0;
+    s.dr7 = 0x400;
+    s.g_pat = DEFAULT_PAT;
+    s.rflags = start.regs.rflags | 2;
+    s.rip = start.regs.rip;
+    s.rsp = start.regs.gpr[vcpu::reg::RSP];
+    s.rax = start.regs.gpr[vcpu::reg::RAX];
+}
+
+/// A PAT value is valid when every entry is a defined memory type (SDM Vol. 3A §13.12.2).
+fn valid_pat(value: u64) -> bool {
+    value
+        .to_le_bytes()
+        .iter()
+        .all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+impl vcpu::Vcpu for SvmVcpu {
+    fn run(&mut self) -> ExitInfo {
+        let s = &mut self.vmcb.save;
+        s.rax = self.regs.gpr[vcpu::reg::RAX];
+        s.rsp = self.regs.gpr[vcpu::reg::RSP];
+        s.rip = self.regs.rip;
+        s.rflags = self.regs.rflags;
+        let pa = self.vmcb_pa();
+        // SAFETY: SVM was enabled by the monitor before any vCPU is created, and this VMCB was
+        // programmed by `new` with a valid guest state.
+        unsafe { crate::switch::run(pa, &mut self.regs.gpr) };
+        let s = &self.vmcb.save;
+        self.regs.gpr[vcpu::reg::RAX] = s.rax;
+        self.regs.gpr[vcpu::reg::RSP] = s.rsp;
+        self.regs.rip = s.rip;
+        self.regs.rflags = s.rflags;
+        self.vmcb.control.tlb_control = 0;
+        self.requeue_interrupted_event();
+        let c = &self.vmcb.control;
+        let next_rip = self.nrip_save.then_some(c.next_rip);
+        exit::decode(c.exit_code, c.exit_info1, c.exit_info2, next_rip)
+    }
+
+    fn regs(&self) -> &Regs {
+        &self.regs
+    }
+
+    fn regs_mut(&mut self) -> &mut Regs {
+        &mut self.regs
+    }
+
+    fn control_state(&self) -> ControlState {
+        let s = &self.vmcb.save;
+        ControlState {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer & !vmcb::efer::SVME,
+            cs_long: s.cs.attrib & attrib::LONG != 0,
+            cs_db: s.cs.attrib & attrib::DB != 0,
+            cs_base: s.cs.base,
+            cpl: s.cpl,
+        }
+    }
+
+    fn segments(&self) -> Segments {
+        let s = &self.vmcb.save;
+        Segments {
+            es_base: s.es.base,
+            ss_base: s.ss.base,
+            ds_base: s.ds.base,
+            fs_base: s.fs.base,
+            gs_base: s.gs.base,
+        }
+    }
+
+    fn inject(&mut self, ev: Event) {
+        self.vmcb.control.event_inj = match ev {
+            Event::Interrupt(v) => event::VALID | event::TYPE_INTR | u64::from(v),
+            Event::Nmi => event::VALID | event::TYPE_NMI | 2,
+            Event::Exception {
+                vector,
+                error_code: None,
+            } => event::VALID | event::TYPE_EXCEPTION | u64::from(vector),
+            Event::Exception {
+                vector,
+                error_code: Some(code),
+            } => {
+                event::VALID
+                    | event::TYPE_EXCEPTION
+                    | event::ERROR_VALID
+                    | u64::from(vector)
+                    | (u64::from(code) << 32)
+            }
+        };
+    }
+
+    fn interruptible(&self) -> bool {
+        let c = &self.vmcb.control;
+        self.regs.rflags & RFLAGS_IF != 0
+            && c.interrupt_shadow & 1 == 0
+            && c.event_inj & event::VALID == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let c = &mut self.vmcb.control;
+        if on {
+            // A virtual interrupt the guest takes as soon as it can: the VINTR intercept fires
+            // instead, and the core injects the real vector (APM §15.21.4).
+            c.vintr |= vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR;
+            c.intercept_misc1 |= misc1::VINTR;
+        } else {
+            c.vintr &= !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR);
+            c.intercept_misc1 &= !misc1::VINTR;
+        }
+    }
+
+    fn read_state_msr(&self, msr: u32) -> Option<u64> {
+        let s = &self.vmcb.save;
+        match msr {
+            MSR_EFER => Some(s.efer & !vmcb::efer::SVME),
+            MSR_PAT => Some(s.g_pat),
+            _ => None,
+        }
+    }
+
+    fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue> {
+        let s = &mut self.vmcb.save;
+        match msr {
+            MSR_EFER if value & !EFER_GUEST_BITS != 0 => Err(InvalidValue),
+            MSR_EFER => {
+                // LMA is maintained by the hardware; the guest's write of it is ignored.
+                let lma = s.efer & (1 << 10);
+                s.efer = (value & !(1 << 10)) | lma | vmcb::efer::SVME;
+                Ok(true)
+            }
+            MSR_PAT if !valid_pat(value) => Err(InvalidValue),
+            MSR_PAT => {
+                s.g_pat = value;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn exit_name(raw: u32) -> &'static str {
+        exit::name(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcpu::Vcpu;
+
+    fn start() -> StartState {
+        let mut regs = Regs::default();
+        regs.rip = 0x10_0200;
+        regs.rflags = 2;
+        regs.gpr[vcpu::reg::RSI] = 0x7000;
+        StartState {
+            regs,
+            cr0: 0x8005_0033,
+            cr3: 0x9000,
+            cr4: 0x20,
+            efer: 0x500,
+            gdt_base: 0x500,
+            gdt_limit: 0x1F,
+            code_selector: 0x10,
+            data_selector: 0x18,
+            long_mode: true,
+        }
+    }
+
+    fn vcpu() -> SvmVcpu {
+        SvmVcpu::new(&Shared::new(Features::default()), 1, 0x5000, &start())
+    }
+
+    #[test]
+    fn start_state_is_a_flat_long_mode_guest_with_svme() {
+        let v = vcpu();
+        let s = &v.vmcb.save;
+        assert_eq!(s.efer, 0x500 | vmcb::efer::SVME);
+        assert_eq!(s.cs.selector, 0x10);
+        assert_eq!(s.cs.attrib, 0xA9B);
+        assert_eq!(s.ds.attrib, 0xC93);
+        assert_eq!(s.rip, 0x10_0200);
+        assert_eq!(v.vmcb.control.n_cr3, 0x5000);
+        assert_eq!(v.vmcb.control.np_control, 1);
+        assert!(v.vmcb.control.intercept_misc2 & misc2::VMRUN != 0);
+        let cs = v.control_state();
+        assert!(cs.cs_long && !cs.cs_db);
+        assert_eq!(cs.efer, 0x500, "the guest never sees SVME");
+    }
+
+    #[test]
+    fn injection_encodes_eventinj() {
+        let mut v = vcpu();
+        v.inject(Event::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
+        assert_eq!(v.vmcb.control.event_inj, 0x8000_0B0D);
+        v.inject(Event::Interrupt(0x30));
+        assert_eq!(v.vmcb.control.event_inj, 0x8000_0030);
+        assert!(!v.interruptible(), "an event is already queued");
+    }
+
+    #[test]
+    fn interruptible_needs_if_and_no_shadow() {
+        let mut v = vcpu();
+        assert!(!v.interruptible());
+        v.regs_mut().rflags |= RFLAGS_IF;
+        assert!(v.interruptible());
+        v.vmcb.control.interrupt_shadow = 1;
+        assert!(!v.interruptible());
+    }
+
+    #[test]
+    fn interrupted_events_are_requeued() {
+        let mut v = vcpu();
+        v.vmcb.control.exit_int_info = event::VALID | 0x41;
+        v.requeue_interrupted_event();
+        assert_eq!(v.vmcb.control.event_inj, event::VALID | 0x41);
+        v.vmcb.control.exit_int_info = 0;
+        v.requeue_interrupted_event();
+        assert_eq!(v.vmcb.control.event_inj, 0);
+    }
+
+    #[test]
+    fn efer_and_pat_writes_are_validated() {
+        let mut v = vcpu();
+        assert_eq!(v.write_state_msr(MSR_EFER, 0xD01), Ok(true));
+        assert_eq!(v.read_state_msr(MSR_EFER), Some(0xD01 | 0x400));
+        assert_eq!(
+            v.write_state_msr(MSR_EFER, vmcb::efer::SVME),
+            Err(InvalidValue)
+        );
+        assert_eq!(
+            v.write_state_msr(MSR_PAT, 0x0007_0406_0007_0402),
+            Err(InvalidValue)
+        );
+        assert_eq!(v.write_state_msr(MSR_PAT, 0x0007_0106_0007_0406), Ok(true));
+        assert_eq!(v.write_state_msr(0x10, 0), Ok(false));
+    }
+
+    #[test]
+    fn interrupt_window_sets_virq_and_the_vintr_intercept() {
+        let mut v = vcpu();
+        v.request_interrupt_window(true);
+        assert!(v.vmcb.control.intercept_misc1 & misc1::VINTR != 0);
+        assert!(v.vmcb.control.vintr & vmcb::vintr::V_IRQ != 0);
+        v.request_interrupt_window(false);
+        assert_eq!(v.vmcb.control.intercept_misc1 & misc1::VINTR, 0);
+        assert_eq!(
+            v.vmcb.control.vintr,
+            vmcb::vintr::V_INTR_MASKING,
+            "masking stays on"
+        );
+    }
+}

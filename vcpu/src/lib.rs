@@ -1,0 +1,186 @@
+//! The vendor-neutral vCPU interface: the register file, the exit enum every backend decodes
+//! into, the events the core injects, and the `Vcpu` trait the one exit loop drives.
+//!
+//! It is what `hv-core` sees of a virtual CPU and what `svm` and `vmx` implement. It is not a
+//! backend: nothing here touches hardware, and nothing vendor-specific lives here beyond the raw
+//! exit code carried along for counting and tracing.
+#![no_std]
+
+/// General-purpose registers in the architectural encoding order (RAX = 0 … R15 = 15), plus RIP
+/// and RFLAGS. Backends keep this copy authoritative between exits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Regs {
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// Architectural register numbers, as in ModRM/REX encodings.
+pub mod reg {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+    pub const RBX: usize = 3;
+    pub const RSP: usize = 4;
+    pub const RBP: usize = 5;
+    pub const RSI: usize = 6;
+    pub const RDI: usize = 7;
+}
+
+/// A port I/O access as the exit information describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    pub port: u16,
+    /// Operand size in bytes: 1, 2 or 4.
+    pub size: u8,
+    pub write: bool,
+    /// INS/OUTS.
+    pub string: bool,
+    /// REP prefix present.
+    pub rep: bool,
+}
+
+/// Why the guest stopped running, in vendor-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Cpuid,
+    Hlt,
+    Io(IoAccess),
+    /// RDMSR; the index is in RCX.
+    MsrRead,
+    /// WRMSR; the index is in RCX, the value in EDX:EAX.
+    MsrWrite,
+    /// A guest-physical access that the nested/extended page tables do not map (MMIO or a hole).
+    NestedPageFault {
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+    },
+    /// A physical interrupt arrived for the host.
+    ExternalInterrupt,
+    /// The guest can now take the interrupt the core asked a window for.
+    InterruptWindow,
+    /// VMMCALL or VMCALL.
+    Hypercall,
+    /// A virtualization instruction (VMRUN, VMLOAD, VMXON, …) the guest may not use: #UD.
+    VirtInstruction,
+    /// XSETBV.
+    Xsetbv,
+    /// INVD or WBINVD.
+    CacheFlush,
+    /// Triple fault or shutdown condition: the VM is finished.
+    Shutdown,
+    /// An intercepted guest exception.
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+    },
+    /// The hardware refused to enter the guest (bad guest state).
+    InvalidState,
+    /// An exit the core does not model.
+    Unknown,
+}
+
+/// One exit: the decoded reason, the raw vendor code (for counting and tracing), and the address
+/// of the next instruction when the hardware reported it (nRIP save, VM-exit instruction length
+/// or the I/O exit information). `None` means the core decodes the length itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub exit: Exit,
+    pub raw: u32,
+    pub next_rip: Option<u64>,
+}
+
+/// An event for the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A hardware exception, with its error code where the vector defines one.
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+    },
+    /// An external interrupt with the given vector.
+    Interrupt(u8),
+    Nmi,
+}
+
+/// Exception vectors the core injects.
+pub mod vector {
+    pub const UD: u8 = 6;
+    pub const GP: u8 = 13;
+    pub const PF: u8 = 14;
+}
+
+/// The guest's paging and mode state, as an instruction decoder and a guest page walker need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlState {
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    /// CS.L (64-bit code segment) and CS.D/B (32-bit default operand size).
+    pub cs_long: bool,
+    pub cs_db: bool,
+    pub cs_base: u64,
+    pub cpl: u8,
+}
+
+/// A value the register does not accept: the guest gets #GP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidValue;
+
+/// Data-segment bases, for effective addresses in the instruction emulator (in 64-bit mode only
+/// FS and GS are not zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segments {
+    pub es_base: u64,
+    pub ss_base: u64,
+    pub ds_base: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+}
+
+/// What the exit loop needs of a virtual CPU; `svm` and `vmx` implement it.
+pub trait Vcpu {
+    /// Enters the guest and returns when it exits.
+    fn run(&mut self) -> ExitInfo;
+    fn regs(&self) -> &Regs;
+    fn regs_mut(&mut self) -> &mut Regs;
+    fn control_state(&self) -> ControlState;
+    fn segments(&self) -> Segments;
+    /// Queues an event for the next entry. At most one event is pending at a time.
+    fn inject(&mut self, event: Event);
+    /// True when an external interrupt could be delivered at the next entry (RFLAGS.IF set, no
+    /// interrupt shadow, no event already queued).
+    fn interruptible(&self) -> bool;
+    /// Asks for an `Exit::InterruptWindow` as soon as the guest can take an interrupt.
+    fn request_interrupt_window(&mut self, on: bool);
+    /// MSRs whose state the hardware keeps in the VMCB/VMCS (EFER, PAT, SYSENTER_*, …):
+    /// `None` when the backend does not hold this MSR.
+    fn read_state_msr(&self, msr: u32) -> Option<u64>;
+    /// `Err(InvalidValue)` means the value is invalid for that MSR (the core raises #GP);
+    /// `Ok(false)` means the backend does not hold this MSR.
+    fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue>;
+    /// The symbolic name of a raw vendor exit code, for counters and traces.
+    fn exit_name(raw: u32) -> &'static str
+    where
+        Self: Sized;
+}
+
+/// The state a vCPU starts in: flat segments from a GDT the loader wrote into guest memory,
+/// paging and mode as the boot protocol requires (Linux 64-bit entry, PVH 32-bit entry, …).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartState {
+    pub regs: Regs,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub gdt_base: u64,
+    pub gdt_limit: u16,
+    pub code_selector: u16,
+    pub data_selector: u16,
+    /// CS is a 64-bit code segment; otherwise a flat 32-bit one.
+    pub long_mode: bool,
+}

@@ -1,0 +1,280 @@
+//! The command line of `cargo xtask`: a subcommand, its `--flag`/`--flag VALUE`/`--flag=VALUE`
+//! options and, for `run` and `test`, arguments after `--` passed on untouched.
+//! Not a general argument parser: each subcommand lists the flags it takes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::cargo::Profile;
+use crate::error::{bail, Result};
+use crate::qemu::DEFAULT_MEM;
+
+pub const USAGE: &str = "\
+usage: cargo xtask COMMAND [OPTIONS]
+
+commands:
+  build [--debug]           build the monitor into build/hv.elf (prints its path last)
+  run [OPTIONS] [-- QEMU ARGS]
+                            boot the monitor and a Linux guest under QEMU, console on
+                            this terminal (Ctrl-A X quits QEMU)
+      --kernel FILE         guest kernel (default: Debian's cloud kernel, fetched once)
+      --initrd FILE         guest initramfs (default: the busybox initramfs)
+      --config FILE         VM config (default: one for the kernel and initramfs)
+      --mem SIZE            memory of the emulated machine (default: 2G)
+      --iso                 boot a GRUB ISO instead of QEMU's multiboot loader
+      --debug               debug build of the monitor
+  iso [--out FILE] [--kernel FILE] [--initrd FILE] [--config FILE] [--debug]
+                            make a bootable GRUB BIOS ISO (default: build/hv.iso)
+  guest                     fetch the kernel, build the initramfs and build/linux.cfg,
+                            and print their paths (the monitor is not built)
+  test [-- TEST ARGS]       unit tests, artifacts, then the QEMU integration tests;
+                            TEST ARGS go to the integration test binary (e.g. a filter)
+  help                      this text
+";
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Build { profile: Profile },
+    Run(RunArgs),
+    Iso(IsoArgs),
+    Guest,
+    Test { test_args: Vec<String> },
+    Help,
+}
+
+/// Files the user chose instead of the defaults.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GuestArgs {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    pub profile: Profile,
+    pub guest: GuestArgs,
+    pub mem: String,
+    pub iso: bool,
+    pub qemu_args: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct IsoArgs {
+    pub profile: Profile,
+    pub guest: GuestArgs,
+    pub out: Option<PathBuf>,
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: &[String]) -> Result<Command> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    const GUEST: [&str; 3] = ["kernel", "initrd", "config"];
+    match command.as_str() {
+        "build" => {
+            let opts = Options::parse(rest, &[], &["debug"], false)?;
+            Ok(Command::Build {
+                profile: opts.profile(),
+            })
+        }
+        "run" => {
+            let mut opts = Options::parse(
+                rest,
+                &[&GUEST[..], &["mem"]].concat(),
+                &["debug", "iso"],
+                true,
+            )?;
+            Ok(Command::Run(RunArgs {
+                profile: opts.profile(),
+                iso: opts.switches.contains("iso"),
+                guest: opts.guest(),
+                mem: opts
+                    .values
+                    .remove("mem")
+                    .unwrap_or_else(|| DEFAULT_MEM.to_string()),
+                qemu_args: opts.rest,
+            }))
+        }
+        "iso" => {
+            let mut opts =
+                Options::parse(rest, &[&GUEST[..], &["out"]].concat(), &["debug"], false)?;
+            Ok(Command::Iso(IsoArgs {
+                profile: opts.profile(),
+                guest: opts.guest(),
+                out: opts.values.remove("out").map(PathBuf::from),
+            }))
+        }
+        "guest" => {
+            Options::parse(rest, &[], &[], false)?;
+            Ok(Command::Guest)
+        }
+        "test" => {
+            let opts = Options::parse(rest, &[], &[], true)?;
+            Ok(Command::Test {
+                test_args: opts.rest,
+            })
+        }
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        other => bail!("unknown command {other:?}"),
+    }
+}
+
+/// The options of one subcommand, checked against the flags it accepts.
+struct Options {
+    values: BTreeMap<String, String>,
+    switches: BTreeSet<String>,
+    rest: Vec<String>,
+}
+
+impl Options {
+    fn parse(
+        args: &[String],
+        value_flags: &[&str],
+        switch_flags: &[&str],
+        takes_rest: bool,
+    ) -> Result<Self> {
+        let mut opts = Options {
+            values: BTreeMap::new(),
+            switches: BTreeSet::new(),
+            rest: Vec::new(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--" {
+                if !takes_rest {
+                    bail!("this command takes no arguments after --");
+                }
+                opts.rest = args.cloned().collect();
+                break;
+            }
+            let Some(flag) = arg.strip_prefix("--") else {
+                bail!("unexpected argument {arg:?}");
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (flag, None),
+            };
+            if value_flags.contains(&name) {
+                let value = match inline.or_else(|| args.next().cloned()) {
+                    Some(v) if !v.is_empty() => v,
+                    _ => bail!("--{name} needs a value"),
+                };
+                if opts.values.insert(name.to_string(), value).is_some() {
+                    bail!("--{name} given twice");
+                }
+            } else if switch_flags.contains(&name) && inline.is_none() {
+                if !opts.switches.insert(name.to_string()) {
+                    bail!("--{name} given twice");
+                }
+            } else {
+                bail!("unknown option --{name}");
+            }
+        }
+        Ok(opts)
+    }
+
+    fn profile(&self) -> Profile {
+        if self.switches.contains("debug") {
+            Profile::Debug
+        } else {
+            Profile::Release
+        }
+    }
+
+    fn guest(&mut self) -> GuestArgs {
+        GuestArgs {
+            kernel: self.values.remove("kernel").map(PathBuf::from),
+            initrd: self.values.remove("initrd").map(PathBuf::from),
+            config: self.values.remove("config").map(PathBuf::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Command> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn build_is_release_unless_debug() {
+        assert_eq!(
+            parse_str("build").unwrap(),
+            Command::Build {
+                profile: Profile::Release
+            }
+        );
+        assert_eq!(
+            parse_str("build --debug").unwrap(),
+            Command::Build {
+                profile: Profile::Debug
+            }
+        );
+        assert!(parse_str("build --release").is_err());
+        assert!(parse_str("build --debug --debug").is_err());
+        assert!(parse_str("build --debug=yes").is_err());
+        assert!(parse_str("build -- x").is_err());
+    }
+
+    #[test]
+    fn run_takes_files_memory_and_qemu_args() {
+        let Command::Run(run) =
+            parse_str("run --kernel k --initrd=i --mem 4G --iso -- -s -S").unwrap()
+        else {
+            panic!("not run");
+        };
+        assert_eq!(run.guest.kernel, Some(PathBuf::from("k")));
+        assert_eq!(run.guest.initrd, Some(PathBuf::from("i")));
+        assert_eq!(run.guest.config, None);
+        assert_eq!(run.mem, "4G");
+        assert!(run.iso);
+        assert_eq!(run.profile, Profile::Release);
+        assert_eq!(run.qemu_args, ["-s", "-S"]);
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Command::Run(run) = parse_str("run").unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(run.guest, GuestArgs::default());
+        assert_eq!((run.mem.as_str(), run.iso), ("2G", false));
+        assert!(run.qemu_args.is_empty());
+    }
+
+    #[test]
+    fn missing_or_repeated_values_are_errors() {
+        assert!(parse_str("run --kernel").is_err());
+        assert!(parse_str("run --kernel=").is_err());
+        assert!(parse_str("run --mem 1G --mem 2G").is_err());
+        assert!(parse_str("run stray").is_err());
+        assert!(parse_str("frobnicate").is_err());
+    }
+
+    #[test]
+    fn iso_and_test() {
+        let Command::Iso(iso) = parse_str("iso --out x.iso --config c.cfg").unwrap() else {
+            panic!("not iso");
+        };
+        assert_eq!(iso.out, Some(PathBuf::from("x.iso")));
+        assert_eq!(iso.guest.config, Some(PathBuf::from("c.cfg")));
+        assert!(parse_str("iso --mem 1G").is_err());
+        assert_eq!(
+            parse_str("test -- linux --nocapture").unwrap(),
+            Command::Test {
+                test_args: vec!["linux".into(), "--nocapture".into()]
+            }
+        );
+        assert!(parse_str("test linux").is_err());
+        assert_eq!(parse_str("guest").unwrap(), Command::Guest);
+        assert!(parse_str("guest --debug").is_err());
+        assert_eq!(parse_str("").unwrap(), Command::Help);
+        assert_eq!(parse_str("--help").unwrap(), Command::Help);
+    }
+}

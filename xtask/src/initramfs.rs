@@ -1,0 +1,199 @@
+//! The busybox initramfs of the test and demo guests: Debian's static /bin/busybox, a
+//! symlink per applet at the path busybox itself names, /dev/console, and the /init script
+//! of the contract (prints `HVTEST:` lines and powers off with `hvtest=1`, otherwise gives a
+//! shell on the console). Not a general initramfs builder: no modules, no compression.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use crate::cpio;
+use crate::elf::Elf64;
+use crate::error::{bail, Context, Result};
+use crate::process;
+
+/// Where Debian's busybox-static package puts the binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The first process. `hvtest=1` on the kernel command line selects the scripted run.
+pub const INIT_SCRIPT: &str = r#"#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "HVTEST: userspace up"
+case " $(cat /proc/cmdline) " in
+*" hvtest=1 "*)
+    echo "HVTEST: uname $(uname -sr)"
+    echo "HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)"
+    /bin/sh -c 'echo "HVTEST: echo works"'
+    echo "HVTEST: powering off"
+    poweroff -f
+    ;;
+esac
+echo "busybox shell; 'exit' or Ctrl-D powers the guest off"
+export PS1='# '
+setsid cttyhack sh
+poweroff -f
+"#;
+
+/// Directories created whether or not an applet lives there.
+const BASE_DIRS: [&str; 8] = [
+    "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys",
+];
+const EXTRA_DIRS: [&str; 4] = ["etc", "root", "tmp", "mnt"];
+
+/// Builds the archive from a busybox binary and its applet paths (as `busybox --list-full`
+/// prints them, relative to /).
+pub fn archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
+    let elf = Elf64::parse(busybox).context(|| BUSYBOX.to_string())?;
+    if elf.is_dynamic() {
+        bail!("{BUSYBOX} is dynamically linked; install busybox-static");
+    }
+    let links: BTreeSet<&str> = applets
+        .iter()
+        .map(|a| a.trim().trim_start_matches('/'))
+        .filter(|a| !a.is_empty() && *a != "bin/busybox" && *a != "init")
+        .collect();
+    let mut dirs: BTreeSet<String> = BASE_DIRS
+        .iter()
+        .chain(&EXTRA_DIRS)
+        .map(|d| d.to_string())
+        .collect();
+    for link in &links {
+        if link
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            bail!("unexpected applet path {link:?}");
+        }
+        let mut parent = Path::new(link).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(dir.to_string_lossy().into_owned());
+            parent = dir.parent();
+        }
+    }
+    let mut w = cpio::Writer::new();
+    // BTreeSet order puts every directory before anything inside it.
+    for dir in &dirs {
+        let perm = if dir == "tmp" { 0o1777 } else { 0o755 };
+        w.dir(dir, perm)?;
+    }
+    w.char_device("dev/console", 0o600, 5, 1)?;
+    w.file("bin/busybox", 0o755, busybox)?;
+    for link in links {
+        w.symlink(link, BUSYBOX)?;
+    }
+    w.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
+    w.finish()
+}
+
+/// Writes the initramfs to `out` from the host's static busybox.
+pub fn build(out: &Path) -> Result<()> {
+    eprintln!("building initramfs {} from {BUSYBOX}…", out.display());
+    let busybox = std::fs::read(BUSYBOX)
+        .context(|| format!("reading {BUSYBOX} (install busybox-static: bash .ci/install-deps)"))?;
+    let list = process::stdout_of(Command::new(BUSYBOX).arg("--list-full"))?;
+    let applets: Vec<String> = list.lines().map(str::to_string).collect();
+    process::write_atomically(out, &archive(&busybox, &applets)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::build::{executable, Segment};
+    use crate::elf::{PT_INTERP, PT_LOAD};
+
+    fn fake_busybox(p_type: u32) -> Vec<u8> {
+        executable(
+            0x401000,
+            &[Segment {
+                p_type,
+                paddr: 0x400000,
+                data: b"\x90",
+                memsz: 1,
+            }],
+        )
+    }
+
+    /// The names in the archive, in order, each with its mode; stops at the trailer.
+    fn names(archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let field = |i: usize| {
+                let hex = std::str::from_utf8(&archive[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap();
+                u32::from_str_radix(hex, 16).unwrap() as usize
+            };
+            let (mode, size, namesize) = (field(1), field(6), field(11));
+            let name = String::from_utf8(archive[at + 110..at + 109 + namesize].to_vec()).unwrap();
+            let data_at = (at + 110 + namesize).next_multiple_of(4);
+            if name == "TRAILER!!!" {
+                return out;
+            }
+            out.push((name, mode as u32, archive[data_at..data_at + size].to_vec()));
+            at = (data_at + size).next_multiple_of(4);
+        }
+    }
+
+    #[test]
+    fn holds_busybox_applet_links_init_and_console() {
+        let busybox = fake_busybox(PT_LOAD);
+        let applets = ["bin/sh", "sbin/poweroff", "usr/bin/[", "bin/busybox"].map(String::from);
+        let entries = names(&archive(&busybox, &applets).unwrap());
+        let find = |n: &str| {
+            entries
+                .iter()
+                .position(|e| e.0 == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
+
+        let bb = &entries[find("bin/busybox")];
+        assert_eq!((bb.1, &bb.2), (cpio::S_IFREG | 0o755, &busybox));
+        for link in ["bin/sh", "sbin/poweroff", "usr/bin/["] {
+            let e = &entries[find(link)];
+            assert_eq!(
+                (e.1, e.2.as_slice()),
+                (cpio::S_IFLNK | 0o777, BUSYBOX.as_bytes())
+            );
+        }
+        assert_eq!(entries.iter().filter(|e| e.0 == "bin/busybox").count(), 1);
+        let init = &entries[find("init")];
+        assert_eq!(
+            (init.1, init.2.as_slice()),
+            (cpio::S_IFREG | 0o755, INIT_SCRIPT.as_bytes())
+        );
+        assert_eq!(entries[find("dev/console")].1, cpio::S_IFCHR | 0o600);
+        for dir in ["proc", "sys", "dev", "usr/bin"] {
+            assert_eq!(entries[find(dir)].1, cpio::S_IFDIR | 0o755);
+        }
+        assert!(find("usr") < find("usr/bin") && find("usr/bin") < find("usr/bin/["));
+    }
+
+    #[test]
+    fn dynamic_busybox_is_refused() {
+        assert!(archive(&fake_busybox(PT_INTERP), &[]).is_err());
+    }
+
+    #[test]
+    fn applet_paths_escaping_the_root_are_refused() {
+        let applets = ["../etc/passwd".to_string()];
+        assert!(archive(&fake_busybox(PT_LOAD), &applets).is_err());
+    }
+
+    #[test]
+    fn init_script_follows_the_contract() {
+        for line in [
+            "echo \"HVTEST: userspace up\"",
+            "*\" hvtest=1 \"*)",
+            "echo \"HVTEST: uname $(uname -sr)\"",
+            "echo \"HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)\"",
+            "echo \"HVTEST: powering off\"",
+            "setsid cttyhack sh",
+        ] {
+            assert!(INIT_SCRIPT.contains(line), "{line}");
+        }
+        let up = INIT_SCRIPT.find("userspace up").unwrap();
+        assert!(INIT_SCRIPT.find("mount -t devtmpfs").unwrap() < up);
+        assert!(INIT_SCRIPT.find("hvtest=1").unwrap() > up);
+    }
+}
