@@ -2,7 +2,7 @@
 //! virtualise are hidden (VMX, SVM, SMX, SGX, PT, RDT, MONITOR/MWAIT, thermal and power
 //! management, perfmon), the ones it emulates are shown (x2APIC, TSC deadline), the topology is
 //! a flat package of `vcpus` cores, and the hypervisor leaves say "hvmonitor" (0x40000000, with
-//! the VMware-style frequency leaf 0x40000010) and "KVMKVMKVM" (0x40000100, no PV features) so
+//! the VMware-style frequency leaf 0x40000010) and "KVMKVMKVM" (0x40000100, with kvmclock as its one PV feature) so
 //! that Linux treats the guest as KVM, which allows x2APIC without interrupt remapping.
 //!
 //! It is not the CPUID exit handler: the caller passes the host CPUID and writes the registers.
@@ -175,6 +175,7 @@ fn hypervisor_leaf(policy: &CpuidPolicy, leaf: u32) -> [u32; 4] {
         HV_VENDOR_LEAF => with_signature(HV_TIMING_LEAF, HV_SIGNATURE),
         HV_TIMING_LEAF => [policy.tsc_khz, policy.apic_timer_khz, 0, 0],
         KVM_VENDOR_LEAF => with_signature(KVM_FEATURES_LEAF, KVM_SIGNATURE),
+        KVM_FEATURES_LEAF => [crate::pvclock::CPUID_FEATURES, 0, 0, 0],
         _ => [0; 4],
     }
 }
@@ -330,11 +331,15 @@ mod tests {
             cpuid(0x4000_0100, 0, &host),
             [0x4000_0101, 0x4b4d_564b, 0x564b_4d56, 0x4d]
         );
+        assert_eq!(
+            cpuid(0x4000_0101, 0, &host),
+            [(1 << 0) | (1 << 3) | (1 << 24), 0, 0, 0],
+            "kvmclock, kvmclock2 and the stable bit"
+        );
         for leaf in [
             0x4000_0001,
             0x4000_000F,
             0x4000_0011,
-            0x4000_0101,
             0x4000_0200,
             0x4FFF_FFFF,
         ] {

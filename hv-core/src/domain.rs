@@ -15,6 +15,7 @@ use crate::cpuid::{guest_cpuid, CpuidPolicy};
 use crate::emulate::{self, MmioBus};
 use crate::memory::GuestRam;
 use crate::msr::{self, MsrState};
+use crate::pvclock::{self, PvClock};
 use devices::platform::Platform;
 use devices::pm::PowerEvent;
 use vcpu::{reg, Event, Exit, ExitInfo, IoAccess, Vcpu};
@@ -60,6 +61,15 @@ pub enum Next {
 /// Reads the host's CPUID; a parameter so that tests can fake the host.
 pub type HostCpuid = fn(u32, u32) -> [u32; 4];
 
+/// What makes a domain this machine rather than another: its number, name, CPUID and clock.
+pub struct Identity {
+    pub id: u32,
+    pub name: String,
+    pub cpuid: CpuidPolicy,
+    pub host_cpuid: HostCpuid,
+    pub clock: PvClock,
+}
+
 pub struct Domain<V: Vcpu> {
     pub id: u32,
     pub name: String,
@@ -69,30 +79,27 @@ pub struct Domain<V: Vcpu> {
     cpuid: CpuidPolicy,
     host_cpuid: HostCpuid,
     msrs: MsrState,
+    clock: PvClock,
+    /// The last values written to the kvmclock MSRs (system time, wall clock).
+    kvmclock_msrs: [u64; 2],
     unmapped_logged: u32,
     /// Exits handled, by raw vendor code's low byte bucket… kept simple: total count.
     pub exits: u64,
 }
 
 impl<V: Vcpu> Domain<V> {
-    pub fn new(
-        id: u32,
-        name: String,
-        vcpu: V,
-        platform: Platform,
-        ram: GuestRam<'static>,
-        cpuid: CpuidPolicy,
-        host_cpuid: HostCpuid,
-    ) -> Self {
+    pub fn new(identity: Identity, vcpu: V, platform: Platform, ram: GuestRam<'static>) -> Self {
         Self {
-            id,
-            name,
+            id: identity.id,
+            name: identity.name,
             vcpu,
             platform,
             ram,
-            cpuid,
-            host_cpuid,
+            cpuid: identity.cpuid,
+            host_cpuid: identity.host_cpuid,
             msrs: MsrState::default(),
+            clock: identity.clock,
+            kvmclock_msrs: [0; 2],
             unmapped_logged: 0,
             exits: 0,
         }
@@ -153,7 +160,7 @@ impl<V: Vcpu> Domain<V> {
             ))),
             Exit::Unknown => Next::Stop(StopReason::Crashed(alloc::format!(
                 "unhandled exit {} ({:#x})",
-                V::exit_name(info.raw),
+                self.vcpu.exit_name(info.raw),
                 info.raw
             ))),
         }
@@ -242,16 +249,9 @@ impl<V: Vcpu> Domain<V> {
 
     fn rdmsr(&mut self, info: ExitInfo, now: u64) -> Next {
         let index = self.vcpu.regs().gpr[reg::RCX] as u32;
-        let value = match self.platform.msr_read(index, now) {
-            Some(Ok(v)) => Some(v),
-            Some(Err(())) => None,
-            None => match self.vcpu.read_state_msr(index) {
-                Some(v) => Some(v),
-                None => match self.msrs.read(index, now) {
-                    msr::Access::Value(v) => Some(v),
-                    _ => None,
-                },
-            },
+        let value = match kvmclock_slot(index) {
+            Some(slot) => Some(self.kvmclock_msrs[slot]),
+            None => self.other_msr_read(index, now),
         };
         match value {
             Some(v) => {
@@ -267,23 +267,55 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
+    fn other_msr_read(&mut self, index: u32, now: u64) -> Option<u64> {
+        match self.platform.msr_read(index, now) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(())) => None,
+            None => match self.vcpu.read_state_msr(index) {
+                Some(v) => Some(v),
+                None => match self.msrs.read(index, now) {
+                    msr::Access::Value(v) => Some(v),
+                    _ => None,
+                },
+            },
+        }
+    }
+
     fn wrmsr(&mut self, info: ExitInfo, now: u64) -> Next {
         let gpr = &self.vcpu.regs().gpr;
         let index = gpr[reg::RCX] as u32;
         let value = (gpr[reg::RDX] << 32) | (gpr[reg::RAX] & 0xFFFF_FFFF);
-        let ok = match self.platform.msr_write(index, value, now) {
-            Some(r) => r.is_ok(),
-            None => match self.vcpu.write_state_msr(index, value) {
-                Ok(true) => true,
-                Err(vcpu::InvalidValue) => false,
-                Ok(false) => self.msrs.write(index, value) == msr::Access::Done,
-            },
+        let ok = match kvmclock_slot(index) {
+            Some(slot) => self.kvmclock_write(slot, value, now),
+            None => self.other_msr_write(index, value, now),
         };
         if ok {
             self.skip(info)
         } else {
             log::debug!("domain {}: wrmsr {index:#x} <- {value:#x}: #GP", self.name);
             self.fault(vcpu::vector::GP, Some(0))
+        }
+    }
+
+    /// Registers kvmclock structures; an address outside RAM is a #GP, as on KVM.
+    fn kvmclock_write(&mut self, slot: usize, value: u64, now: u64) -> bool {
+        let done = if slot == 0 {
+            self.clock.register_system_time(&mut self.ram, value, now)
+        } else {
+            self.clock.write_wall_clock(&mut self.ram, value)
+        };
+        self.kvmclock_msrs[slot] = value;
+        done.is_ok()
+    }
+
+    fn other_msr_write(&mut self, index: u32, value: u64, now: u64) -> bool {
+        match self.platform.msr_write(index, value, now) {
+            Some(r) => r.is_ok(),
+            None => match self.vcpu.write_state_msr(index, value) {
+                Ok(true) => true,
+                Err(vcpu::InvalidValue) => false,
+                Ok(false) => self.msrs.write(index, value) == msr::Access::Done,
+            },
         }
     }
 
@@ -312,6 +344,15 @@ impl<V: Vcpu> Domain<V> {
     }
 }
 
+/// Which kvmclock MSR `index` is: 0 system time, 1 wall clock (old and new numbers alike).
+fn kvmclock_slot(index: u32) -> Option<usize> {
+    match index {
+        pvclock::MSR_KVM_SYSTEM_TIME | pvclock::MSR_KVM_SYSTEM_TIME_NEW => Some(0),
+        pvclock::MSR_KVM_WALL_CLOCK | pvclock::MSR_KVM_WALL_CLOCK_NEW => Some(1),
+        _ => None,
+    }
+}
+
 fn size_mask(size: u8) -> u64 {
     match size {
         1 => 0xFF,
@@ -335,9 +376,9 @@ impl Bus<'_> {
     fn log_unmapped(&mut self, what: fmt::Arguments) {
         if *self.logged < UNMAPPED_LOG_LIMIT {
             *self.logged += 1;
-            log::warn!("domain {} (id {}): {what}", self.name, self.id);
+            log::info!("domain {} (id {}): {what}", self.name, self.id);
             if *self.logged == UNMAPPED_LOG_LIMIT {
-                log::warn!(
+                log::info!(
                     "domain {} (id {}): further unmapped accesses not logged",
                     self.name,
                     self.id

@@ -5,71 +5,27 @@
 use alloc::format;
 use alloc::string::String;
 
+use crate::backend::{AnyVcpu, Backend};
 use crate::bare::bootinfo::BootInfo;
-use crate::bare::clock;
 use crate::bare::heap::HeapTables;
 use crate::bare::timer::HostTimer;
+use crate::bare::{clock, cpu};
 use ept::{Format, GuestPageTable, MemType, PageSize, Perms};
 use hv_core::config::parse_vm;
 use hv_core::cpuid::CpuidPolicy;
-use hv_core::domain::Domain;
+use hv_core::domain::{Domain, Identity};
 use hv_core::loader::linux::{load_linux, BootState};
 use hv_core::memory::GuestRam;
 use hv_core::modules::Module;
+use hv_core::pvclock::PvClock;
 use raw_cpuid::cpuid;
-use svm::SvmVcpu;
 use vcpu::{reg, Regs, StartState};
 
 /// The boot page tables identity-map the first 4 GiB; the monitor uses memory below that only.
 pub const IDENTITY_LIMIT: u64 = 4 << 30;
 const GUEST_RAM_ALIGN: u64 = 2 << 20;
 
-pub type Vm = Domain<SvmVcpu>;
-
-/// The hardware backend chosen for this machine.
-pub struct Backend {
-    svm: svm::Shared,
-}
-
-impl Backend {
-    /// Detects and enables SVM with nested paging; logs what is missing otherwise.
-    pub fn init() -> Option<Self> {
-        match svm::features::detect() {
-            Ok(f) => {
-                log::info!(
-                    "backend svm: nested paging, {} ASIDs, nrip-save {}, decode-assists {}, flush-by-asid {}, vmcb-clean {}, vgif {}",
-                    f.asids,
-                    yes(f.nrip_save),
-                    yes(f.decode_assists),
-                    yes(f.flush_by_asid),
-                    yes(f.vmcb_clean),
-                    yes(f.vgif)
-                );
-                let hsave = alloc::boxed::Box::leak(alloc::boxed::Box::new(Page([0; 4096])));
-                // SAFETY: detect() succeeded; the host save area is a leaked page of our own.
-                unsafe { svm::features::enable(hsave as *mut Page as u64) };
-                Some(Self {
-                    svm: svm::Shared::new(f),
-                })
-            }
-            Err(why) => {
-                log::error!("SVM unusable: {why}; VMX is not supported by this build");
-                None
-            }
-        }
-    }
-}
-
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-fn yes(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
+pub type Vm = Domain<AnyVcpu>;
 
 fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = cpuid!(leaf, subleaf);
@@ -116,8 +72,8 @@ pub fn create(
     let mem = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, size as usize) };
     mem.fill(0);
     let mut ram = GuestRam::new(mem);
-    let npt =
-        nested_page_tables(base, size).map_err(|e| format!("{file}: nested page tables: {e}"))?;
+    let tables = guest_page_tables(backend.table_format(), base, size)
+        .map_err(|e| format!("{file}: guest-physical page tables: {e}"))?;
     let boot_state = load_linux(
         &mut ram,
         size,
@@ -127,12 +83,14 @@ pub fn create(
         vm.vcpus,
     )
     .map_err(|e| format!("{file}: cannot load kernel '{}': {e}", vm.kernel))?;
+    let epoch_secs = clock::rtc_epoch_secs();
     let platform = devices::platform::Platform::new(&devices::platform::PlatformConfig {
         tsc_hz: timer.tsc_hz,
         ram_bytes: size,
-        epoch_secs: clock::rtc_epoch_secs(),
+        epoch_secs,
     });
-    let vcpu = SvmVcpu::new(&backend.svm, id, npt.root(), &start_state(&boot_state));
+    let pvclock = PvClock::new(timer.tsc_hz, cpu::rdtsc(), epoch_secs);
+    let vcpu = backend.vcpu(id, &tables, &start_state(&boot_state));
     let policy = CpuidPolicy {
         tsc_khz: (timer.tsc_hz / 1000) as u32,
         apic_timer_khz: (devices::layout::LAPIC_TIMER_HZ / 1000) as u32,
@@ -145,12 +103,17 @@ pub fn create(
         vm.kernel,
         vm.cmdline
     );
-    Ok(Domain::new(
-        id, vm.name, vcpu, platform, ram, policy, host_cpuid,
-    ))
+    let identity = Identity {
+        id,
+        name: vm.name,
+        cpuid: policy,
+        host_cpuid,
+        clock: pvclock,
+    };
+    Ok(Domain::new(identity, vcpu, platform, ram))
 }
 
-fn nested_page_tables(base: u64, size: u64) -> Result<GuestPageTable, ept::Error> {
+fn guest_page_tables(format: Format, base: u64, size: u64) -> Result<GuestPageTable, ept::Error> {
     let gib_pages = cpuid!(0x8000_0001).edx & (1 << 26) != 0;
     let phys_bits = (cpuid!(0x8000_0008).eax & 0xFF) as u8;
     let config = ept::Config {
@@ -162,9 +125,9 @@ fn nested_page_tables(base: u64, size: u64) -> Result<GuestPageTable, ept::Error
         host_phys_bits: phys_bits,
     };
     let mut tables = HeapTables;
-    let mut npt = GuestPageTable::with_config(Format::Npt, config, &mut tables)?;
-    npt.map(&mut tables, 0, base, size, Perms::RWX, MemType::WriteBack)?;
-    Ok(npt)
+    let mut t = GuestPageTable::with_config(format, config, &mut tables)?;
+    t.map(&mut tables, 0, base, size, Perms::RWX, MemType::WriteBack)?;
+    Ok(t)
 }
 
 fn start_state(b: &BootState) -> StartState {

@@ -14,3 +14,4 @@ pub mod loader;
 pub mod memory;
 pub mod modules;
 pub mod msr;
+pub mod pvclock;

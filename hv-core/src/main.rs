@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+mod backend;
 mod bare;
 mod launch;
 mod scheduler;
@@ -47,7 +48,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         timer.tsc_hz / 1000,
         timer.mode()
     );
-    let Some(backend) = launch::Backend::init() else {
+    let Some(backend) = backend::Backend::init() else {
         log::error!("no usable hardware virtualization; halting");
         cpu::halt_forever()
     };

@@ -269,7 +269,7 @@ impl vcpu::Vcpu for SvmVcpu {
         }
     }
 
-    fn exit_name(raw: u32) -> &'static str {
+    fn exit_name(&self, raw: u32) -> &'static str {
         exit::name(raw)
     }
 }

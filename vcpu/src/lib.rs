@@ -163,9 +163,7 @@ pub trait Vcpu {
     /// `Ok(false)` means the backend does not hold this MSR.
     fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue>;
     /// The symbolic name of a raw vendor exit code, for counters and traces.
-    fn exit_name(raw: u32) -> &'static str
-    where
-        Self: Sized;
+    fn exit_name(&self, raw: u32) -> &'static str;
 }
 
 /// The state a vCPU starts in: flat segments from a GDT the loader wrote into guest memory,

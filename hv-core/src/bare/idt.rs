@@ -167,7 +167,10 @@ global_asm!(
     ".global timer_stub",
     "timer_stub:",
     // EOI to the host local APIC (xAPIC MMIO, identity-mapped).
-    "mov dword ptr [0xFEE000B0], 0",
+    "push rax",
+    "mov eax, 0xFEE000B0",
+    "mov dword ptr [rax], 0",
+    "pop rax",
     "iretq",
     ".global spurious_stub",
     "spurious_stub:",
