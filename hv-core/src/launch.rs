@@ -131,9 +131,11 @@ fn guest_page_tables(format: Format, base: u64, size: u64) -> Result<GuestPageTa
 }
 
 fn start_state(b: &BootState) -> StartState {
-    let mut regs = Regs::default();
-    regs.rip = b.rip;
-    regs.rflags = BootState::RFLAGS;
+    let mut regs = Regs {
+        rip: b.rip,
+        rflags: BootState::RFLAGS,
+        ..Regs::default()
+    };
     regs.gpr[reg::RSI] = b.rsi;
     StartState {
         regs,

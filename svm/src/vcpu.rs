@@ -280,9 +280,11 @@ mod tests {
     use vcpu::Vcpu;
 
     fn start() -> StartState {
-        let mut regs = Regs::default();
-        regs.rip = 0x10_0200;
-        regs.rflags = 2;
+        let mut regs = Regs {
+            rip: 0x10_0200,
+            rflags: 2,
+            ..Regs::default()
+        };
         regs.gpr[vcpu::reg::RSI] = 0x7000;
         StartState {
             regs,
