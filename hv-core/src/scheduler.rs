@@ -25,13 +25,14 @@ pub fn run(domains: Vec<Vm>, timer: &HostTimer) -> ! {
         .into_iter()
         .map(|vm| Slot { vm, halted: false })
         .collect();
+    let mut input = InputQueue::new();
     let slice = timer.tsc_hz / SLICES_PER_SECOND;
     loop {
         if slots.is_empty() {
             log::info!("no domains left, halting");
             cpu::halt_forever();
         }
-        forward_input(&mut slots);
+        forward_input(&mut slots, &mut input);
         let mut ran = false;
         let mut i = 0;
         while i < slots.len() {
@@ -112,12 +113,51 @@ fn relay_console(vm: &mut Vm) {
     }
 }
 
-fn forward_input(slots: &mut [Slot]) {
+/// Console input read from the serial line and not yet taken by the guest's UART, whose
+/// receive FIFO holds only 16 bytes.
+struct InputQueue {
+    buf: [u8; 1024],
+    head: usize,
+    len: usize,
+}
+
+impl InputQueue {
+    fn new() -> Self {
+        Self {
+            buf: [0; 1024],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        if self.len < self.buf.len() {
+            self.buf[(self.head + self.len) % self.buf.len()] = byte;
+            self.len += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        (self.len > 0).then(|| self.buf[self.head])
+    }
+
+    fn pop(&mut self) {
+        self.head = (self.head + 1) % self.buf.len();
+        self.len -= 1;
+    }
+}
+
+fn forward_input(slots: &mut [Slot], input: &mut InputQueue) {
+    while let Some(b) = CONSOLE.lock().read_byte() {
+        input.push(b);
+    }
     if let Some(first) = slots.first_mut() {
-        while let Some(b) = CONSOLE.lock().read_byte() {
-            if first.vm.platform.push_console_input(b) {
-                first.halted = false;
+        while let Some(b) = input.peek() {
+            if !first.vm.platform.push_console_input(b) {
+                break;
             }
+            input.pop();
+            first.halted = false;
         }
     }
 }
