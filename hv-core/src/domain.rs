@@ -409,3 +409,7 @@ impl MmioBus for Bus<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "domain_tests.rs"]
+mod tests;

@@ -1,0 +1,287 @@
+//! Unit tests of the exit loop against a mock vCPU: each test feeds scripted exits to
+//! `Domain::handle` and checks the guest-visible result (registers, RIP, injected events) and
+//! what the scheduler is told.
+
+use super::*;
+use crate::cpuid::CpuidPolicy;
+use crate::memory::GuestRam;
+use crate::pvclock::PvClock;
+use alloc::boxed::Box;
+use devices::platform::{Platform, PlatformConfig};
+use vcpu::{ControlState, Event, Exit, ExitInfo, InvalidValue, IoAccess, Regs, Segments, Vcpu};
+
+#[derive(Default)]
+struct MockVcpu {
+    regs: Regs,
+    injected: Option<Event>,
+    window: bool,
+    efer: u64,
+}
+
+impl Vcpu for MockVcpu {
+    fn run(&mut self) -> ExitInfo {
+        unreachable!("the tests call handle() directly")
+    }
+    fn regs(&self) -> &Regs {
+        &self.regs
+    }
+    fn regs_mut(&mut self) -> &mut Regs {
+        &mut self.regs
+    }
+    fn control_state(&self) -> ControlState {
+        // 64-bit code, paging on with an identity map built by `domain()`.
+        ControlState {
+            cr0: 0x8000_0011,
+            cr3: 0x1000,
+            cr4: 0x20,
+            efer: 0x500,
+            cs_long: true,
+            ..ControlState::default()
+        }
+    }
+    fn segments(&self) -> Segments {
+        Segments::default()
+    }
+    fn inject(&mut self, event: Event) {
+        self.injected = Some(event);
+    }
+    fn interruptible(&self) -> bool {
+        self.regs.rflags & (1 << 9) != 0 && self.injected.is_none()
+    }
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.window = on;
+    }
+    fn read_state_msr(&self, msr: u32) -> Option<u64> {
+        (msr == 0xC000_0080).then_some(self.efer)
+    }
+    fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue> {
+        match msr {
+            0xC000_0080 if value & !0xD01 != 0 => Err(InvalidValue),
+            0xC000_0080 => {
+                self.efer = value;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    fn exit_name(&self, _raw: u32) -> &'static str {
+        "MOCK"
+    }
+}
+
+fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
+    match leaf {
+        0 => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
+        1 => [0x00A0_0F11, 0, 0, 0],
+        0x8000_0000 => [0x8000_0008, 0, 0, 0],
+        _ => [0; 4],
+    }
+}
+
+/// A domain with 4 MiB of RAM: an identity map of the first 4 GiB (1 GiB pages) at 0x1000,
+/// code at 0x10_0000.
+fn domain() -> Domain<MockVcpu> {
+    let mem: &'static mut [u8] = Box::leak(alloc::vec![0u8; 4 << 20].into_boxed_slice());
+    let mut ram = GuestRam::new(mem);
+    use crate::memory::GuestMemory;
+    ram.write_u64(0x1000, 0x2000 | 3).unwrap();
+    for gib in 0..4u64 {
+        ram.write_u64(0x2000 + gib * 8, (gib << 30) | 0x83).unwrap();
+    }
+    let platform = Platform::new(&PlatformConfig {
+        tsc_hz: 1_000_000_000,
+        ram_bytes: 4 << 20,
+        epoch_secs: 0,
+    });
+    let identity = Identity {
+        id: 1,
+        name: String::from("test"),
+        cpuid: CpuidPolicy {
+            tsc_khz: 1_000_000,
+            apic_timer_khz: 1_000_000,
+            vcpus: 1,
+        },
+        host_cpuid: fake_host,
+        clock: PvClock::new(1_000_000_000, 0, 0),
+    };
+    let mut d = Domain::new(identity, MockVcpu::default(), platform, ram);
+    d.vcpu.regs.rip = 0x10_0000;
+    d
+}
+
+fn exit(exit: Exit, next_rip: Option<u64>) -> ExitInfo {
+    ExitInfo {
+        exit,
+        raw: 0,
+        next_rip,
+    }
+}
+
+fn code(d: &mut Domain<MockVcpu>, bytes: &[u8]) {
+    use crate::memory::GuestMemory;
+    d.ram.write(0x10_0000, bytes).unwrap();
+}
+
+#[test]
+fn cpuid_fills_registers_and_decodes_its_length_without_nrip() {
+    let mut d = domain();
+    code(&mut d, &[0x0F, 0xA2]);
+    d.vcpu.regs.gpr[reg::RAX] = 0x4000_0000;
+    assert_eq!(d.handle(exit(Exit::Cpuid, None), 0), Next::Resume);
+    assert_eq!(d.vcpu.regs.rip, 0x10_0002);
+    assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0x4000_0010);
+    assert_eq!(d.vcpu.regs.gpr[reg::RBX], u64::from(u32::from_le_bytes(*b"hvmo")));
+}
+
+#[test]
+fn hardware_next_rip_is_used_when_given() {
+    let mut d = domain();
+    d.vcpu.regs.gpr[reg::RAX] = 1;
+    assert_eq!(d.handle(exit(Exit::Cpuid, Some(0x10_0042)), 0), Next::Resume);
+    assert_eq!(d.vcpu.regs.rip, 0x10_0042);
+    assert_ne!(d.vcpu.regs.gpr[reg::RCX] & (1 << 31), 0, "hypervisor bit");
+}
+
+#[test]
+fn unknown_msrs_inject_gp_and_leave_rip() {
+    let mut d = domain();
+    d.vcpu.regs.gpr[reg::RCX] = 0x2FFF;
+    assert_eq!(d.handle(exit(Exit::MsrWrite, Some(0x10_0002)), 0), Next::Resume);
+    assert_eq!(
+        d.vcpu.injected,
+        Some(Event::Exception {
+            vector: vcpu::vector::GP,
+            error_code: Some(0)
+        })
+    );
+    assert_eq!(d.vcpu.regs.rip, 0x10_0000, "a fault does not retire the instruction");
+}
+
+#[test]
+fn msrs_go_to_the_backend_and_the_allow_list() {
+    let mut d = domain();
+    d.vcpu.regs.gpr[reg::RCX] = 0xC000_0080;
+    d.vcpu.regs.gpr[reg::RAX] = 0xD01;
+    assert_eq!(d.handle(exit(Exit::MsrWrite, Some(0x10_0002)), 0), Next::Resume);
+    assert_eq!(d.vcpu.efer, 0xD01);
+    d.vcpu.regs.gpr[reg::RCX] = 0x10;
+    assert_eq!(d.handle(exit(Exit::MsrRead, Some(0x10_0004)), 0x1_2345_6789), Next::Resume);
+    assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0x2345_6789);
+    assert_eq!(d.vcpu.regs.gpr[reg::RDX], 1);
+    assert_eq!(d.vcpu.injected, None);
+}
+
+#[test]
+fn unclaimed_port_reads_are_all_ones_merged_by_size() {
+    let mut d = domain();
+    d.vcpu.regs.gpr[reg::RAX] = 0x1122_3344_5566_7788;
+    let io = |size| {
+        Exit::Io(IoAccess {
+            port: 0x2F8,
+            size,
+            write: false,
+            string: false,
+            rep: false,
+        })
+    };
+    d.handle(exit(io(1), Some(0x10_0001)), 0);
+    assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0x1122_3344_5566_77FF);
+    d.handle(exit(io(4), Some(0x10_0002)), 0);
+    assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0xFFFF_FFFF, "32-bit results zero-extend");
+}
+
+#[test]
+fn s5_write_powers_the_domain_off() {
+    let mut d = domain();
+    d.vcpu.regs.gpr[reg::RAX] = (5 << 10) | (1 << 13);
+    let out = Exit::Io(IoAccess {
+        port: devices::layout::PM1A_CNT_BLK,
+        size: 2,
+        write: true,
+        string: false,
+        rep: false,
+    });
+    assert_eq!(d.handle(exit(out, Some(0x10_0001)), 0), Next::Stop(StopReason::PowerOff));
+}
+
+#[test]
+fn hlt_halts_and_shutdown_stops_only_this_domain() {
+    let mut d = domain();
+    code(&mut d, &[0xF4]);
+    assert_eq!(d.handle(exit(Exit::Hlt, None), 0), Next::Halt);
+    assert_eq!(d.vcpu.regs.rip, 0x10_0001);
+    assert_eq!(
+        d.handle(exit(Exit::Shutdown, None), 0),
+        Next::Stop(StopReason::TripleFault { rip: 0x10_0001 })
+    );
+}
+
+#[test]
+fn virtualization_instructions_raise_ud() {
+    let mut d = domain();
+    assert_eq!(d.handle(exit(Exit::VirtInstruction, None), 0), Next::Resume);
+    assert_eq!(
+        d.vcpu.injected,
+        Some(Event::Exception {
+            vector: vcpu::vector::UD,
+            error_code: None
+        })
+    );
+}
+
+#[test]
+fn mmio_to_a_hole_reads_all_ones_and_advances() {
+    let mut d = domain();
+    // mov eax, [rbx]
+    code(&mut d, &[0x8B, 0x03]);
+    d.vcpu.regs.gpr[reg::RBX] = 0x8000_0000;
+    let npf = Exit::NestedPageFault {
+        gpa: 0x8000_0000,
+        write: false,
+        fetch: false,
+    };
+    assert_eq!(d.handle(exit(npf, None), 0), Next::Resume);
+    assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0xFFFF_FFFF);
+    assert_eq!(d.vcpu.regs.rip, 0x10_0002);
+}
+
+#[test]
+fn an_undecodable_exit_stops_the_domain_with_a_reason() {
+    let mut d = domain();
+    code(&mut d, &[0xFF, 0xFF]);
+    let npf = Exit::NestedPageFault {
+        gpa: 0x8000_0000,
+        write: true,
+        fetch: false,
+    };
+    assert!(matches!(d.handle(exit(npf, None), 0), Next::Stop(StopReason::Crashed(_))));
+    let fetch = Exit::NestedPageFault {
+        gpa: 0x8000_0000,
+        write: false,
+        fetch: true,
+    };
+    assert!(matches!(d.handle(exit(fetch, None), 0), Next::Stop(StopReason::Crashed(_))));
+}
+
+#[test]
+fn pending_interrupts_are_injected_or_wait_for_a_window() {
+    let mut d = domain();
+    // As Linux does: mask the 8259s, enable the local APIC, route the PIT's pin 2 to vector
+    // 0x30 and program a periodic tick.
+    d.platform.io_write(0x21, 1, 0xFF, 0);
+    d.platform.io_write(0xA1, 1, 0xFF, 0);
+    d.platform.mmio_write(0xFEE0_00F0, 4, 0x1FF, 0);
+    d.platform.mmio_write(0xFEC0_0000, 4, 0x14, 0);
+    d.platform.mmio_write(0xFEC0_0010, 4, 0x30, 0);
+    d.platform.io_write(0x43, 1, 0x34, 0);
+    d.platform.io_write(0x40, 1, 0xA9, 0);
+    d.platform.io_write(0x40, 1, 0x04, 0);
+    let later = 10_000_000;
+    d.prepare_entry(later);
+    assert_eq!(d.vcpu.injected, None, "interrupts are off");
+    assert!(d.vcpu.window);
+    d.vcpu.regs.rflags |= 1 << 9;
+    d.prepare_entry(later);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x30)));
+    assert!(!d.vcpu.window);
+}
