@@ -4,6 +4,7 @@
 //! §15.20), and the `vcpu::Vcpu` implementation the exit loop drives.
 
 use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::intercepts::{IoPermissionMap, MsrPermissionMap};
 use crate::vmcb::{self, attrib, event, misc1, misc2, Segment, Vmcb};
@@ -44,13 +45,29 @@ pub struct SvmVcpu {
     nrip_save: bool,
 }
 
+/// ASIDs tracked for sharing; CPUs with more are used only up to this many.
+const TRACKED_ASIDS: u32 = 256;
+
+/// Which VMCB last ran with each ASID on this CPU: when more domains exist than ASIDs, domains
+/// share one, and a vCPU entering after another owner flushes the ASID's TLB entries.
+static ASID_OWNER: [AtomicU64; TRACKED_ASIDS as usize] =
+    [const { AtomicU64::new(0) }; TRACKED_ASIDS as usize];
+
+/// The hardware ASID for domain number `id` (≥ 1) on a CPU with `asids` ASIDs (ASID 0 is the
+/// host's): domains 1..asids-1 get their own, later ones wrap around.
+fn hardware_asid(id: u32, asids: u32) -> u32 {
+    let guest_asids = asids.clamp(2, TRACKED_ASIDS) - 1;
+    (id.saturating_sub(1) % guest_asids) + 1
+}
+
 fn phys<T>(p: &T) -> u64 {
     p as *const T as u64
 }
 
 impl SvmVcpu {
-    /// A vCPU of the VM whose nested page table root is `ncr3`, tagged with `asid` (≥ 1).
-    pub fn new(shared: &Shared, asid: u32, ncr3: u64, start: &StartState) -> Self {
+    /// A vCPU of domain `id` (≥ 1) whose nested page table root is `ncr3`.
+    pub fn new(shared: &Shared, id: u32, ncr3: u64, start: &StartState) -> Self {
+        let asid = hardware_asid(id, shared.features.asids);
         // SAFETY: Vmcb is plain data (integers and arrays): all-zero is a valid value.
         let mut vmcb: Box<Vmcb> = unsafe { Box::new_zeroed().assume_init() };
         let c = &mut vmcb.control;
@@ -78,8 +95,6 @@ impl SvmVcpu {
         c.iopm_base_pa = phys(&*shared.iopm);
         c.msrpm_base_pa = phys(&*shared.msrpm);
         c.guest_asid = asid;
-        // Flush this ASID's TLB at the first VMRUN (1 = flush everything: always supported).
-        c.tlb_control = 1;
         c.vintr = vmcb::vintr::V_INTR_MASKING;
         c.np_control = 1;
         c.n_cr3 = ncr3;
@@ -152,6 +167,9 @@ impl vcpu::Vcpu for SvmVcpu {
         s.rip = self.regs.rip;
         s.rflags = self.regs.rflags;
         let pa = self.vmcb_pa();
+        // TLB_CONTROL 1 flushes everything, which every SVM implementation supports.
+        let owner = &ASID_OWNER[self.vmcb.control.guest_asid as usize];
+        self.vmcb.control.tlb_control = u8::from(owner.swap(pa, Ordering::Relaxed) != pa);
         // SAFETY: SVM was enabled by the monitor before any vCPU is created, and this VMCB was
         // programmed by `new` with a valid guest state.
         unsafe { crate::switch::run(pa, &mut self.regs.gpr) };
@@ -160,7 +178,6 @@ impl vcpu::Vcpu for SvmVcpu {
         self.regs.gpr[vcpu::reg::RSP] = s.rsp;
         self.regs.rip = s.rip;
         self.regs.rflags = s.rflags;
-        self.vmcb.control.tlb_control = 0;
         self.requeue_interrupted_event();
         let c = &self.vmcb.control;
         let next_rip = self.nrip_save.then_some(c.next_rip);
@@ -319,6 +336,22 @@ mod tests {
         let cs = v.control_state();
         assert!(cs.cs_long && !cs.cs_db);
         assert_eq!(cs.efer, 0x500, "the guest never sees SVME");
+    }
+
+    #[test]
+    fn asids_are_unique_until_they_run_out_then_shared() {
+        assert_eq!(hardware_asid(1, 16), 1);
+        assert_eq!(hardware_asid(15, 16), 15);
+        assert_eq!(hardware_asid(16, 16), 1);
+        assert_eq!(hardware_asid(30, 16), 15);
+        assert_eq!(hardware_asid(3, 0), 1, "no ASID count reported");
+        assert_eq!(hardware_asid(300, 65536), 45, "tracked ASIDs bound the range");
+        let shared = Shared::new(Features {
+            asids: 2,
+            ..Features::default()
+        });
+        let v = SvmVcpu::new(&shared, 2, 0x5000, &start());
+        assert_eq!(v.vmcb.control.guest_asid, 1);
     }
 
     #[test]
