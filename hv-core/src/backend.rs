@@ -1,15 +1,39 @@
-//! The hardware backend chosen at boot from CPUID, and `AnyVcpu`, the one vCPU type the exit
-//! loop drives whichever vendor runs it (static dispatch over the vendor crates' vCPUs).
+//! The hardware backend chosen at boot from CPUID (VMX on Intel, SVM on AMD), and `AnyVcpu`,
+//! the one vCPU type the exit loop drives whichever vendor runs it (static dispatch over the
+//! vendor crates' vCPUs).
 
 use alloc::boxed::Box;
 
-use ept::Format;
+use ept::{Format, PageSize};
+use raw_cpuid::cpuid;
 use svm::SvmVcpu;
 use vcpu::{ControlState, Event, ExitInfo, InvalidValue, Regs, Segments, StartState, Vcpu};
+use vmx::features::ept_cap;
+use vmx::VmxVcpu;
 
 /// The vendor backend, enabled on this CPU.
 pub enum Backend {
     Svm(svm::Shared),
+    Vmx(vmx::Shared),
+}
+
+/// The CPU vendor, from CPUID leaf 0's EBX:EDX:ECX.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vendor {
+    Intel,
+    Amd,
+    Other,
+}
+
+fn vendor() -> Vendor {
+    let r = cpuid!(0);
+    match (r.ebx, r.edx, r.ecx) {
+        // "GenuineIntel"
+        (0x756E_6547, 0x4965_6E69, 0x6C65_746E) => Vendor::Intel,
+        // "AuthenticAMD"
+        (0x6874_7541, 0x6974_6E65, 0x444D_4163) => Vendor::Amd,
+        _ => Vendor::Other,
+    }
 }
 
 #[repr(C, align(4096))]
@@ -24,8 +48,51 @@ fn yes(b: bool) -> &'static str {
 }
 
 impl Backend {
-    /// Detects and enables the CPU's hardware virtualization; logs why when there is none.
+    /// Detects and enables the CPU's hardware virtualization (VMX on Intel CPUs, SVM on AMD
+    /// ones, both tried in that order on others); logs why when there is none.
     pub fn init() -> Option<Self> {
+        match vendor() {
+            Vendor::Intel => Self::init_vmx(),
+            Vendor::Amd => Self::init_svm(),
+            Vendor::Other => Self::init_vmx().or_else(Self::init_svm),
+        }
+    }
+
+    fn init_vmx() -> Option<Self> {
+        let f = match vmx::features::detect() {
+            Ok(f) => f,
+            Err(why) => {
+                log::error!("VMX unusable: {why}");
+                return None;
+            }
+        };
+        let ept_pages = match (f.ept_cap(ept_cap::PAGE_1G), f.ept_cap(ept_cap::PAGE_2M)) {
+            (true, _) => "4K/2M/1G",
+            (false, true) => "4K/2M",
+            _ => "4K",
+        };
+        let timer = f
+            .preemption_timer_shift
+            .map(|s| alloc::format!("yes (TSC/2^{s})"));
+        log::info!(
+            "backend vmx: EPT pages {ept_pages}, EPT A/D {}, VPID {}, unrestricted guest {}, preemption timer {}, revision {:#x}",
+            yes(f.ept_cap(ept_cap::ACCESSED_DIRTY)),
+            yes(f.vpid()),
+            yes(f.unrestricted_guest()),
+            timer.as_deref().unwrap_or("no"),
+            f.revision
+        );
+        // SAFETY: detect() succeeded on this CPU, and this runs once, on the only CPU.
+        match unsafe { vmx::host::enable(&f) } {
+            Ok(host) => Some(Self::Vmx(vmx::Shared::new(f, host))),
+            Err(e) => {
+                log::error!("VMXON failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn init_svm() -> Option<Self> {
         match svm::features::detect() {
             Ok(f) => {
                 log::info!(
@@ -43,7 +110,7 @@ impl Backend {
                 Some(Self::Svm(svm::Shared::new(f)))
             }
             Err(why) => {
-                log::error!("SVM unusable: {why}; VMX is not supported by this build");
+                log::error!("SVM unusable: {why}");
                 None
             }
         }
@@ -53,6 +120,20 @@ impl Backend {
     pub fn table_format(&self) -> Format {
         match self {
             Self::Svm(_) => Format::Npt,
+            Self::Vmx(_) => Format::Ept,
+        }
+    }
+
+    /// The largest page the guest-physical tables may use: on AMD, 1 GiB pages of long-mode
+    /// paging (CPUID 8000_0001h EDX bit 26); on Intel, what IA32_VMX_EPT_VPID_CAP offers
+    /// (bit 17 for 1 GiB, bit 16 for 2 MiB; SDM Vol. 3D §A.10).
+    pub fn max_page_size(&self) -> PageSize {
+        match self {
+            Self::Svm(_) if cpuid!(0x8000_0001).edx & (1 << 26) != 0 => PageSize::Size1GiB,
+            Self::Svm(_) => PageSize::Size2MiB,
+            Self::Vmx(s) if s.features().ept_cap(ept_cap::PAGE_1G) => PageSize::Size1GiB,
+            Self::Vmx(s) if s.features().ept_cap(ept_cap::PAGE_2M) => PageSize::Size2MiB,
+            Self::Vmx(_) => PageSize::Size4KiB,
         }
     }
 
@@ -60,18 +141,28 @@ impl Backend {
     pub fn vcpu(&self, id: u32, tables: &ept::GuestPageTable, start: &StartState) -> AnyVcpu {
         match self {
             Self::Svm(shared) => AnyVcpu::Svm(SvmVcpu::new(shared, id, tables.root(), start)),
+            // The tables are EPT (`table_format`), so `eptp` is Some; a zero EPTP would only
+            // make VM entry fail, which the exit loop reports.
+            Self::Vmx(shared) => AnyVcpu::Vmx(VmxVcpu::new(
+                shared,
+                id,
+                tables.eptp(false).unwrap_or(0),
+                start,
+            )),
         }
     }
 }
 
 pub enum AnyVcpu {
     Svm(SvmVcpu),
+    Vmx(VmxVcpu),
 }
 
 macro_rules! dispatch {
     ($self:ident, $v:ident => $e:expr) => {
         match $self {
             AnyVcpu::Svm($v) => $e,
+            AnyVcpu::Vmx($v) => $e,
         }
     };
 }

@@ -71,6 +71,10 @@ const EDX1_ACPI: u32 = b(22);
 const EDX1_TM: u32 = b(29);
 const EDX1_PBE: u32 = b(31);
 // CPUID.7.0 (SDM vol. 2A, CPUID leaf 07H).
+/// CPUID.(EAX=0xD,ECX=1):EAX.XSAVES.
+const EAX_D1_XSAVES: u32 = b(3);
+/// IA32_TSC_ADJUST: the guest TSC is the host's, with nothing to adjust.
+const EBX7_TSC_ADJUST: u32 = b(1);
 const EBX7_SGX: u32 = b(2);
 const EBX7_HLE: u32 = b(4);
 const EBX7_RTM: u32 = b(11);
@@ -108,6 +112,11 @@ pub fn guest_cpuid(
         _ if !host_has_leaf(leaf, host) => [0; 4],
         0x1 => leaf_1(host(leaf, subleaf), apic_id, vcpus),
         0x7 if subleaf == 0 => leaf_7(host(leaf, subleaf)),
+        // XSAVES/XRSTORS and IA32_XSS: supervisor state components are not virtualised.
+        0xD if subleaf == 1 => {
+            let [eax, ebx, ecx, edx] = host(leaf, subleaf);
+            [eax & !EAX_D1_XSAVES, ebx, ecx, edx]
+        }
         0xB | 0x1F => topology(subleaf, apic_id, vcpus),
         0x8000_0001 => {
             let [eax, ebx, ecx, edx] = host(leaf, subleaf);
@@ -144,7 +153,8 @@ fn leaf_1([eax, ebx, ecx, edx]: [u32; 4], apic_id: u32, vcpus: u32) -> [u32; 4] 
 }
 
 fn leaf_7([eax, ebx, ecx, edx]: [u32; 4]) -> [u32; 4] {
-    let ebx = ebx & !(EBX7_SGX | EBX7_HLE | EBX7_RTM | EBX7_RDT_M | EBX7_RDT_A | EBX7_PT);
+    let ebx = ebx
+        & !(EBX7_TSC_ADJUST | EBX7_SGX | EBX7_HLE | EBX7_RTM | EBX7_RDT_M | EBX7_RDT_A | EBX7_PT);
     [
         eax,
         ebx,
@@ -272,7 +282,7 @@ mod tests {
     fn leaf_7_hides_unsupported_features() {
         let [eax, ebx, ecx, edx] = cpuid(7, 0, &host_with([!0; 4]));
         assert_eq!(eax, !0);
-        assert_eq!(ebx, !(b(2) | b(4) | b(11) | b(12) | b(15) | b(25)));
+        assert_eq!(ebx, !(b(1) | b(2) | b(4) | b(11) | b(12) | b(15) | b(25)));
         assert_eq!(ecx, !(b(5) | b(30)));
         assert_eq!(edx, !b(18));
         assert_eq!(
@@ -280,6 +290,12 @@ mod tests {
             pattern(7, 1),
             "other subleaves pass"
         );
+    }
+
+    #[test]
+    fn xsaves_is_hidden() {
+        let [eax, ebx, ecx, edx] = cpuid(0xD, 1, &host_with([!0; 4]));
+        assert_eq!([eax, ebx, ecx, edx], [!b(3), !0, !0, !0]);
     }
 
     #[test]
@@ -353,7 +369,7 @@ mod tests {
             (0, 0),
             (2, 0),
             (4, 1),
-            (0xD, 1),
+            (0xD, 0),
             (0x1E, 0),
             (0x8000_0000, 0),
             (0x8000_0007, 0),

@@ -130,14 +130,20 @@ fn cpuid_fills_registers_and_decodes_its_length_without_nrip() {
     assert_eq!(d.handle(exit(Exit::Cpuid, None), 0), Next::Resume);
     assert_eq!(d.vcpu.regs.rip, 0x10_0002);
     assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0x4000_0010);
-    assert_eq!(d.vcpu.regs.gpr[reg::RBX], u64::from(u32::from_le_bytes(*b"hvmo")));
+    assert_eq!(
+        d.vcpu.regs.gpr[reg::RBX],
+        u64::from(u32::from_le_bytes(*b"hvmo"))
+    );
 }
 
 #[test]
 fn hardware_next_rip_is_used_when_given() {
     let mut d = domain();
     d.vcpu.regs.gpr[reg::RAX] = 1;
-    assert_eq!(d.handle(exit(Exit::Cpuid, Some(0x10_0042)), 0), Next::Resume);
+    assert_eq!(
+        d.handle(exit(Exit::Cpuid, Some(0x10_0042)), 0),
+        Next::Resume
+    );
     assert_eq!(d.vcpu.regs.rip, 0x10_0042);
     assert_ne!(d.vcpu.regs.gpr[reg::RCX] & (1 << 31), 0, "hypervisor bit");
 }
@@ -146,7 +152,10 @@ fn hardware_next_rip_is_used_when_given() {
 fn unknown_msrs_inject_gp_and_leave_rip() {
     let mut d = domain();
     d.vcpu.regs.gpr[reg::RCX] = 0x2FFF;
-    assert_eq!(d.handle(exit(Exit::MsrWrite, Some(0x10_0002)), 0), Next::Resume);
+    assert_eq!(
+        d.handle(exit(Exit::MsrWrite, Some(0x10_0002)), 0),
+        Next::Resume
+    );
     assert_eq!(
         d.vcpu.injected,
         Some(Event::Exception {
@@ -154,7 +163,10 @@ fn unknown_msrs_inject_gp_and_leave_rip() {
             error_code: Some(0)
         })
     );
-    assert_eq!(d.vcpu.regs.rip, 0x10_0000, "a fault does not retire the instruction");
+    assert_eq!(
+        d.vcpu.regs.rip, 0x10_0000,
+        "a fault does not retire the instruction"
+    );
 }
 
 #[test]
@@ -162,10 +174,16 @@ fn msrs_go_to_the_backend_and_the_allow_list() {
     let mut d = domain();
     d.vcpu.regs.gpr[reg::RCX] = 0xC000_0080;
     d.vcpu.regs.gpr[reg::RAX] = 0xD01;
-    assert_eq!(d.handle(exit(Exit::MsrWrite, Some(0x10_0002)), 0), Next::Resume);
+    assert_eq!(
+        d.handle(exit(Exit::MsrWrite, Some(0x10_0002)), 0),
+        Next::Resume
+    );
     assert_eq!(d.vcpu.efer, 0xD01);
     d.vcpu.regs.gpr[reg::RCX] = 0x10;
-    assert_eq!(d.handle(exit(Exit::MsrRead, Some(0x10_0004)), 0x1_2345_6789), Next::Resume);
+    assert_eq!(
+        d.handle(exit(Exit::MsrRead, Some(0x10_0004)), 0x1_2345_6789),
+        Next::Resume
+    );
     assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0x2345_6789);
     assert_eq!(d.vcpu.regs.gpr[reg::RDX], 1);
     assert_eq!(d.vcpu.injected, None);
@@ -187,7 +205,11 @@ fn unclaimed_port_reads_are_all_ones_merged_by_size() {
     d.handle(exit(io(1), Some(0x10_0001)), 0);
     assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0x1122_3344_5566_77FF);
     d.handle(exit(io(4), Some(0x10_0002)), 0);
-    assert_eq!(d.vcpu.regs.gpr[reg::RAX], 0xFFFF_FFFF, "32-bit results zero-extend");
+    assert_eq!(
+        d.vcpu.regs.gpr[reg::RAX],
+        0xFFFF_FFFF,
+        "32-bit results zero-extend"
+    );
 }
 
 #[test]
@@ -201,7 +223,10 @@ fn s5_write_powers_the_domain_off() {
         string: false,
         rep: false,
     });
-    assert_eq!(d.handle(exit(out, Some(0x10_0001)), 0), Next::Stop(StopReason::PowerOff));
+    assert_eq!(
+        d.handle(exit(out, Some(0x10_0001)), 0),
+        Next::Stop(StopReason::PowerOff)
+    );
 }
 
 #[test]
@@ -254,13 +279,19 @@ fn an_undecodable_exit_stops_the_domain_with_a_reason() {
         write: true,
         fetch: false,
     };
-    assert!(matches!(d.handle(exit(npf, None), 0), Next::Stop(StopReason::Crashed(_))));
+    assert!(matches!(
+        d.handle(exit(npf, None), 0),
+        Next::Stop(StopReason::Crashed(_))
+    ));
     let fetch = Exit::NestedPageFault {
         gpa: 0x8000_0000,
         write: false,
         fetch: true,
     };
-    assert!(matches!(d.handle(exit(fetch, None), 0), Next::Stop(StopReason::Crashed(_))));
+    assert!(matches!(
+        d.handle(exit(fetch, None), 0),
+        Next::Stop(StopReason::Crashed(_))
+    ));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::bare::bootinfo::BootInfo;
 use crate::bare::heap::HeapTables;
 use crate::bare::timer::HostTimer;
 use crate::bare::{clock, cpu};
-use ept::{Format, GuestPageTable, MemType, PageSize, Perms};
+use ept::{GuestPageTable, MemType, Perms};
 use hv_core::config::parse_vm;
 use hv_core::cpuid::CpuidPolicy;
 use hv_core::domain::{Domain, Identity};
@@ -72,7 +72,7 @@ pub fn create(
     let mem = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, size as usize) };
     mem.fill(0);
     let mut ram = GuestRam::new(mem);
-    let tables = guest_page_tables(backend.table_format(), base, size)
+    let tables = guest_page_tables(backend, base, size)
         .map_err(|e| format!("{file}: guest-physical page tables: {e}"))?;
     let boot_state = load_linux(
         &mut ram,
@@ -113,19 +113,17 @@ pub fn create(
     Ok(Domain::new(identity, vcpu, platform, ram))
 }
 
-fn guest_page_tables(format: Format, base: u64, size: u64) -> Result<GuestPageTable, ept::Error> {
-    let gib_pages = cpuid!(0x8000_0001).edx & (1 << 26) != 0;
-    let phys_bits = (cpuid!(0x8000_0008).eax & 0xFF) as u8;
+fn guest_page_tables(
+    backend: &Backend,
+    base: u64,
+    size: u64,
+) -> Result<GuestPageTable, ept::Error> {
     let config = ept::Config {
-        max_page_size: if gib_pages {
-            PageSize::Size1GiB
-        } else {
-            PageSize::Size2MiB
-        },
-        host_phys_bits: phys_bits,
+        max_page_size: backend.max_page_size(),
+        host_phys_bits: (cpuid!(0x8000_0008).eax & 0xFF) as u8,
     };
     let mut tables = HeapTables;
-    let mut t = GuestPageTable::with_config(format, config, &mut tables)?;
+    let mut t = GuestPageTable::with_config(backend.table_format(), config, &mut tables)?;
     t.map(&mut tables, 0, base, size, Perms::RWX, MemType::WriteBack)?;
     Ok(t)
 }

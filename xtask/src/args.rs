@@ -22,6 +22,8 @@ commands:
       --config FILE         VM config (default: one for the kernel and initramfs)
       --mem SIZE            memory of the emulated machine (default: 2G)
       --iso                 boot a GRUB ISO instead of QEMU's multiboot loader
+      --bochs               boot the GRUB ISO under Bochs with Intel VT-x instead of
+                            QEMU (serial console streamed here; Ctrl-C stops it)
       --debug               debug build of the monitor
   iso [--out FILE] [--kernel FILE] [--initrd FILE] [--config FILE] [--debug]
                             make a bootable GRUB BIOS ISO (default: build/hv.iso)
@@ -57,6 +59,7 @@ pub struct RunArgs {
     pub guest: GuestArgs,
     pub mem: String,
     pub iso: bool,
+    pub bochs: bool,
     pub qemu_args: Vec<String>,
 }
 
@@ -84,12 +87,13 @@ pub fn parse(args: &[String]) -> Result<Command> {
             let mut opts = Options::parse(
                 rest,
                 &[&GUEST[..], &["mem"]].concat(),
-                &["debug", "iso"],
+                &["debug", "iso", "bochs"],
                 true,
             )?;
             Ok(Command::Run(RunArgs {
                 profile: opts.profile(),
                 iso: opts.switches.contains("iso"),
+                bochs: opts.switches.contains("bochs"),
                 guest: opts.guest(),
                 mem: opts
                     .values
@@ -233,7 +237,7 @@ mod tests {
         assert_eq!(run.guest.initrd, Some(PathBuf::from("i")));
         assert_eq!(run.guest.config, None);
         assert_eq!(run.mem, "4G");
-        assert!(run.iso);
+        assert!(run.iso && !run.bochs);
         assert_eq!(run.profile, Profile::Release);
         assert_eq!(run.qemu_args, ["-s", "-S"]);
     }
@@ -246,6 +250,11 @@ mod tests {
         assert_eq!(run.guest, GuestArgs::default());
         assert_eq!((run.mem.as_str(), run.iso), ("2G", false));
         assert!(run.qemu_args.is_empty());
+        let Command::Run(run) = parse_str("run --bochs --config p.cfg").unwrap() else {
+            panic!("not run");
+        };
+        assert!(run.bochs);
+        assert_eq!(run.guest.config, Some(PathBuf::from("p.cfg")));
     }
 
     #[test]

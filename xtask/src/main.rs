@@ -3,6 +3,7 @@
 //! README.md). A host program, not part of the monitor.
 
 mod args;
+mod bochs;
 mod boot;
 mod bzimage;
 mod cargo;
@@ -148,8 +149,21 @@ fn make_iso(layout: &Layout, a: IsoArgs) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Boots under QEMU, handing it this process and the terminal.
+/// Boots under QEMU, handing it this process and the terminal; or under Bochs from the ISO,
+/// streaming its serial console here.
 fn run(layout: &Layout, a: RunArgs) -> Result<()> {
+    if a.bochs {
+        let mem = bochs::mem_mib(&a.mem)?;
+        let iso = make_iso(
+            layout,
+            IsoArgs {
+                profile: a.profile,
+                guest: a.guest,
+                out: None,
+            },
+        )?;
+        return bochs::run(&iso, mem, &layout.build_dir().join("bochs"));
+    }
     let mut cmd = if a.iso {
         let iso = make_iso(
             layout,

@@ -1,0 +1,591 @@
+//! One VMX virtual CPU: its VMCS programmed with the monitor's controls, host state, EPT and
+//! VPID, the guest's start state, event injection with interrupt-window exits, re-injection of
+//! events cut short by an exit (IDT-vectoring information, SDM Vol. 3C §28.2.4), and the
+//! `vcpu::Vcpu` implementation the exit loop drives.
+//!
+//! The guest state the exit loop asks about is read once per exit into a snapshot, and what it
+//! changes is written back right before the next entry, so the trait's methods never depend on
+//! which VMCS is current. Each entry makes this vCPU's VMCS current first (VMPTRLD only when
+//! another one was), swapping the MSRs the VMCS does not switch (`guest_msrs`).
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use vcpu::{reg, ControlState, Event, Exit, ExitInfo, InvalidValue, Regs, Segments, StartState};
+use x86::vmx::vmcs::control::{EntryControls, PrimaryControls, SecondaryControls};
+use x86::vmx::vmcs::{control, guest, host, ro};
+
+use crate::event::Injection;
+use crate::exit;
+use crate::features::{ept_cap, Features};
+use crate::guest::{self as gs, CrOwnership, Snapshot, SNAPSHOT_FIELDS};
+use crate::guest_msrs::GuestMsrs;
+use crate::host::HostState;
+use crate::msr_bitmap::MsrBitmap;
+use crate::switch::{self, Outcome};
+use crate::vmcs::{self, InvType, Region, VmFail};
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_PAT: u32 = 0x277;
+/// EFER bits an Intel guest may set: SCE, LME, LMA (written by hardware), NXE.
+const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const CR0_PE: u64 = 1 << 0;
+const CR0_PG: u64 = 1 << 31;
+const RFLAGS_IF: u64 = 1 << 9;
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// What every vCPU on this CPU shares: the capabilities, the host state and the MSR bitmap.
+pub struct Shared {
+    features: Features,
+    host: HostState,
+    msr_bitmap: Box<MsrBitmap>,
+    xcr0_supported: u64,
+}
+
+impl Shared {
+    pub fn new(features: Features, host: HostState) -> Self {
+        Self {
+            features,
+            host,
+            msr_bitmap: MsrBitmap::standard(),
+            xcr0_supported: crate::xcr0::supported(),
+        }
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+}
+
+/// The VMCS and the saved pass-through MSRs, boxed so `CURRENT` can point at them while the
+/// owning `VmxVcpu` moves.
+#[repr(C)]
+struct Hw {
+    vmcs: Region,
+    msrs: GuestMsrs,
+}
+
+/// The vCPU whose VMCS is current on this (the only) CPU and whose MSRs are live on it.
+static CURRENT: AtomicPtr<Hw> = AtomicPtr::new(core::ptr::null_mut());
+
+pub struct VmxVcpu {
+    hw: Box<Hw>,
+    regs: Regs,
+    snapshot: Snapshot,
+    own: CrOwnership,
+    /// RIP at the last exit: once the core moves RIP on, the STI/MOV-SS shadow is over.
+    exit_rip: u64,
+    primary: u32,
+    primary_dirty: bool,
+    efer_dirty: bool,
+    pat: u64,
+    pat_dirty: bool,
+    pending: Option<Injection>,
+    launched: bool,
+    tsc_aux: bool,
+    /// The guest's XCR0 and the bits the CPU supports (0 without XSAVE).
+    xcr0: u64,
+    xcr0_supported: u64,
+    /// The VMCS could not be programmed: every run reports `InvalidState`.
+    broken: Option<VmFail>,
+}
+
+type Fields<'a> = &'a [(u32, u64)];
+
+impl VmxVcpu {
+    /// A vCPU of domain `id` (its VPID; ≥ 1) whose EPT pointer is `eptp`.
+    pub fn new(shared: &Shared, id: u32, eptp: u64, start: &StartState) -> Self {
+        let f = &shared.features;
+        let mut v = Self {
+            hw: Box::new(Hw {
+                vmcs: Region::with_revision(f.revision),
+                msrs: GuestMsrs::default(),
+            }),
+            regs: start.regs,
+            snapshot: Snapshot {
+                cr0: start.cr0,
+                cr3: start.cr3,
+                cr4: start.cr4,
+                efer: start.efer,
+                cs_access: 0,
+                cs_base: 0,
+                segments: Segments::default(),
+                interruptibility: 0,
+            },
+            own: CrOwnership::new(f, start),
+            exit_rip: start.regs.rip,
+            primary: f.controls.primary,
+            primary_dirty: false,
+            efer_dirty: false,
+            pat: DEFAULT_PAT,
+            pat_dirty: false,
+            pending: None,
+            launched: false,
+            tsc_aux: f.controls.has_secondary(SecondaryControls::ENABLE_RDTSCP),
+            xcr0: 1,
+            xcr0_supported: shared.xcr0_supported,
+            broken: None,
+        };
+        v.snapshot.cs_access = gs::access::CODE
+            | gs::access::GRANULARITY
+            | if start.long_mode {
+                gs::access::LONG
+            } else {
+                gs::access::DB
+            };
+        let vpid = ((id.wrapping_sub(1) % 0xFFFF) + 1) as u16;
+        let result = v.program(shared, vpid, eptp, start);
+        if let Err(e) = result {
+            log::error!("vmx: cannot program the VMCS of vCPU {id}: {e}");
+            v.broken = Some(e);
+        }
+        v
+    }
+
+    fn program(
+        &mut self,
+        shared: &Shared,
+        vpid: u16,
+        eptp: u64,
+        start: &StartState,
+    ) -> Result<(), VmFail> {
+        let f = &shared.features;
+        // SAFETY: VMX is on (Shared exists only after host::enable) and the region is ours.
+        unsafe { vmcs::clear(self.hw.vmcs.pa())? };
+        self.make_current()?;
+        let h = &shared.host;
+        let entry = f.controls.entry
+            | if start.long_mode {
+                EntryControls::IA32E_MODE_GUEST.bits()
+            } else {
+                0
+            };
+        let controls: Fields = &[
+            (control::PINBASED_EXEC_CONTROLS, u64::from(f.controls.pin)),
+            (
+                control::PRIMARY_PROCBASED_EXEC_CONTROLS,
+                u64::from(self.primary),
+            ),
+            (
+                control::SECONDARY_PROCBASED_EXEC_CONTROLS,
+                u64::from(f.controls.secondary),
+            ),
+            (control::VMEXIT_CONTROLS, u64::from(f.controls.exit)),
+            (control::VMENTRY_CONTROLS, u64::from(entry)),
+            (control::EXCEPTION_BITMAP, 0),
+            (control::PAGE_FAULT_ERR_CODE_MASK, 0),
+            (control::PAGE_FAULT_ERR_CODE_MATCH, 0),
+            (control::CR3_TARGET_COUNT, 0),
+            (control::VMEXIT_MSR_STORE_COUNT, 0),
+            (control::VMEXIT_MSR_LOAD_COUNT, 0),
+            (control::VMENTRY_MSR_LOAD_COUNT, 0),
+            (control::VMENTRY_INTERRUPTION_INFO_FIELD, 0),
+            (control::TSC_OFFSET_FULL, 0),
+            (control::MSR_BITMAPS_ADDR_FULL, shared.msr_bitmap.pa()),
+            (control::EPTP_FULL, eptp),
+        ];
+        let host_fields: Fields = &[
+            (host::CR0, h.cr0),
+            (host::CR3, h.cr3),
+            (host::CR4, h.cr4),
+            (host::CS_SELECTOR, u64::from(h.cs)),
+            (host::SS_SELECTOR, u64::from(h.ss)),
+            (host::DS_SELECTOR, u64::from(h.ds)),
+            (host::ES_SELECTOR, u64::from(h.es)),
+            (host::FS_SELECTOR, 0),
+            (host::GS_SELECTOR, 0),
+            (host::TR_SELECTOR, u64::from(h.tr)),
+            (host::FS_BASE, 0),
+            (host::GS_BASE, 0),
+            (host::TR_BASE, h.tr_base),
+            (host::GDTR_BASE, h.gdtr_base),
+            (host::IDTR_BASE, h.idtr_base),
+            (host::IA32_SYSENTER_CS, 0),
+            (host::IA32_SYSENTER_ESP, 0),
+            (host::IA32_SYSENTER_EIP, 0),
+            (host::IA32_EFER_FULL, h.efer),
+            (host::IA32_PAT_FULL, h.pat),
+            (host::RIP, switch::exit_landing()),
+        ];
+        let rsp = start.regs.gpr[reg::RSP];
+        for list in [
+            controls,
+            host_fields,
+            &gs::start_fields(f, start)[..],
+            &gs::fixed_fields(rsp)[..],
+        ] {
+            write_all(list)?;
+        }
+        if f.vpid() {
+            write_all(&[(control::VPID, u64::from(vpid))])?;
+        }
+        if f.controls
+            .has_secondary(SecondaryControls::ENABLE_XSAVES_XRSTORS)
+        {
+            write_all(&[(control::XSS_EXITING_BITMAP_FULL, 0)])?;
+        }
+        flush_tlbs(f, eptp, vpid)
+    }
+
+    /// Makes this vCPU's VMCS current, moving the pass-through MSRs if another vCPU ran last.
+    fn make_current(&mut self) -> Result<(), VmFail> {
+        let me: *mut Hw = &mut *self.hw;
+        let previous = CURRENT.load(Ordering::Relaxed);
+        if previous == me {
+            return Ok(());
+        }
+        // SAFETY: `previous` is null or a live vCPU's `Hw` (Drop clears CURRENT), distinct
+        // from ours; the MSR swap touches MSRs the host does not use, and TSC_AUX only with
+        // RDTSCP enabled, which implies the MSR exists.
+        unsafe {
+            if let Some(prev) = previous.as_mut() {
+                prev.msrs.save(self.tsc_aux);
+            }
+            self.hw.msrs.load(self.tsc_aux);
+            if self.xcr0_supported != 0 {
+                // SAFETY: host::enable set CR4.OSXSAVE; the value passed `xcr0::valid`.
+                crate::xcr0::load(self.xcr0);
+            }
+            vmcs::load(self.hw.vmcs.pa())?;
+        }
+        CURRENT.store(me, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes what the exit loop changed since the last exit.
+    fn prepare_entry(&mut self) -> Result<(), VmFail> {
+        self.make_current()?;
+        let mut fields = [(0u32, 0u64); 9];
+        let mut n = 0;
+        let mut push = |f: u32, v: u64| {
+            fields[n] = (f, v);
+            n += 1;
+        };
+        push(guest::RIP, self.regs.rip);
+        push(guest::RSP, self.regs.gpr[reg::RSP]);
+        push(guest::RFLAGS, self.regs.rflags);
+        if self.regs.rip != self.exit_rip && !self.snapshot.unshadowed() {
+            // The core skipped the instruction: its STI/MOV-SS shadow ends with it.
+            self.snapshot.interruptibility &= !0b11;
+            push(
+                guest::INTERRUPTIBILITY_STATE,
+                u64::from(self.snapshot.interruptibility),
+            );
+        }
+        if self.primary_dirty {
+            push(
+                control::PRIMARY_PROCBASED_EXEC_CONTROLS,
+                u64::from(self.primary),
+            );
+        }
+        if self.efer_dirty {
+            push(guest::IA32_EFER_FULL, self.snapshot.efer);
+        }
+        if self.pat_dirty {
+            push(guest::IA32_PAT_FULL, self.pat);
+        }
+        if let Some(inj) = self.pending {
+            let inj = inj.for_mode(self.snapshot.cr0 & CR0_PE != 0);
+            push(
+                control::VMENTRY_INTERRUPTION_INFO_FIELD,
+                u64::from(inj.info),
+            );
+            push(
+                control::VMENTRY_EXCEPTION_ERR_CODE,
+                u64::from(inj.error_code),
+            );
+            push(
+                control::VMENTRY_INSTRUCTION_LEN,
+                u64::from(inj.instruction_len),
+            );
+        }
+        write_all(&fields[..n])?;
+        self.primary_dirty = false;
+        self.efer_dirty = false;
+        self.pat_dirty = false;
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Reads the guest state and the exit after a VM exit.
+    fn read_exit(&mut self) -> ExitInfo {
+        let reason = read(ro::EXIT_REASON) as u32;
+        self.regs.rip = read(guest::RIP);
+        self.regs.gpr[reg::RSP] = read(guest::RSP);
+        self.regs.rflags = read(guest::RFLAGS);
+        self.exit_rip = self.regs.rip;
+        self.snapshot = Snapshot::from_fields(SNAPSHOT_FIELDS.map(read));
+        let idt = read(ro::IDT_VECTORING_INFO) as u32;
+        if idt & crate::event::VALID != 0 {
+            self.pending = Injection::requeue(
+                idt,
+                read(ro::IDT_VECTORING_ERR_CODE) as u32,
+                read(ro::VMEXIT_INSTRUCTION_LEN) as u32,
+            );
+        }
+        let info = exit::decode(reason, self.regs.rip, &read);
+        if info.exit == Exit::InvalidState {
+            log::error!(
+                "vmx: VM entry failed: {} ({reason:#x}), qualification {:#x}, rip {:#x}",
+                exit::name(reason),
+                read(ro::EXIT_QUALIFICATION),
+                self.regs.rip
+            );
+        } else {
+            self.launched = true;
+        }
+        info
+    }
+}
+
+fn read(field: u32) -> u64 {
+    // SAFETY: called between an exit and the next entry, with this vCPU's VMCS current; the
+    // fields read exist on every CPU with the controls `Features` requires. A failed read
+    // gives 0, which decodes as a harmless value.
+    unsafe { vmcs::read(field) }.unwrap_or(0)
+}
+
+fn write_all(fields: Fields) -> Result<(), VmFail> {
+    for &(f, v) in fields {
+        // SAFETY: this vCPU's VMCS is current; the values follow the SDM's field rules.
+        unsafe { vmcs::write(f, v)? };
+    }
+    Ok(())
+}
+
+/// Drops stale guest-physical and VPID-tagged translations before the first entry (another
+/// domain may have used the same tables' frames or VPID number).
+fn flush_tlbs(f: &Features, eptp: u64, vpid: u16) -> Result<(), VmFail> {
+    let kind = |single: u64, all: u64| {
+        if f.ept_cap(single) {
+            Some(InvType::SingleContext)
+        } else if f.ept_cap(all) {
+            Some(InvType::AllContext)
+        } else {
+            None
+        }
+    };
+    if f.ept_cap(ept_cap::INVEPT) {
+        if let Some(k) = kind(ept_cap::INVEPT_SINGLE, ept_cap::INVEPT_ALL) {
+            // SAFETY: VMX root operation; the CPU supports INVEPT of this type.
+            unsafe { vmcs::invept(k, eptp)? };
+        }
+    }
+    if f.vpid() && f.ept_cap(ept_cap::INVVPID) {
+        if let Some(k) = kind(ept_cap::INVVPID_SINGLE, ept_cap::INVVPID_ALL) {
+            // SAFETY: as above; `vpid` is not 0.
+            unsafe { vmcs::invvpid(k, vpid)? };
+        }
+    }
+    Ok(())
+}
+
+/// A PAT value is valid when every entry is a defined memory type (SDM Vol. 3A §13.12.2).
+fn valid_pat(value: u64) -> bool {
+    value
+        .to_le_bytes()
+        .iter()
+        .all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// The new guest EFER after a WRMSR of `value`, or `InvalidValue` (#GP) for reserved bits or
+/// a change of LME while paging is on (SDM Vol. 3A §10.8.5). LMA stays the hardware's.
+fn new_efer(current: u64, cr0: u64, value: u64) -> Result<u64, InvalidValue> {
+    if value & !EFER_GUEST_BITS != 0 {
+        return Err(InvalidValue);
+    }
+    if cr0 & CR0_PG != 0 && (value ^ current) & EFER_LME != 0 {
+        return Err(InvalidValue);
+    }
+    Ok((value & !EFER_LMA) | (current & EFER_LMA))
+}
+
+fn vmfail_exit() -> ExitInfo {
+    ExitInfo {
+        exit: Exit::InvalidState,
+        raw: exit::VMFAIL,
+        next_rip: None,
+    }
+}
+
+impl VmxVcpu {
+    /// Carries out the guest's XSETBV (`info` is its exit): the value is loaded, or the guest
+    /// gets #GP(0) for CPL > 0, an XCR other than 0 or an invalid value.
+    fn xsetbv(&mut self, info: &ExitInfo) {
+        let g = &self.regs.gpr;
+        let value = (g[reg::RDX] << 32) | (g[reg::RAX] & 0xFFFF_FFFF);
+        let cpl = self.snapshot.control_state(&self.own).cpl;
+        match info.next_rip {
+            Some(next)
+                if cpl == 0
+                    && g[reg::RCX] as u32 == 0
+                    && crate::xcr0::valid(value, self.xcr0_supported) =>
+            {
+                // SAFETY: host::enable set CR4.OSXSAVE (the supported mask is not 0 when
+                // `valid` passes), and the value is valid.
+                unsafe { crate::xcr0::load(value) };
+                self.xcr0 = value;
+                self.regs.rip = next;
+            }
+            _ => {
+                self.pending = Some(Injection::of(Event::Exception {
+                    vector: vcpu::vector::GP,
+                    error_code: Some(0),
+                }))
+            }
+        }
+    }
+
+    fn enter(&mut self) -> ExitInfo {
+        if let Some(e) = self.broken {
+            log::error!("vmx: vCPU unusable: {e}");
+            return vmfail_exit();
+        }
+        if let Err(e) = self.prepare_entry() {
+            log::error!("vmx: cannot prepare the VM entry: {e}");
+            return vmfail_exit();
+        }
+        // SAFETY: the VMCS is current and programmed (`broken` is None), its host RIP is the
+        // landing label, and `launched` tracks its launch state.
+        match unsafe { switch::run(&mut self.regs.gpr, self.launched) } {
+            Outcome::Exited => self.read_exit(),
+            Outcome::FailInvalid => {
+                log::error!("vmx: VM entry failed: VMfailInvalid");
+                vmfail_exit()
+            }
+            Outcome::FailValid => {
+                let e = VmFail::Valid(read(ro::VM_INSTRUCTION_ERROR) as u32);
+                log::error!("vmx: VM entry failed: {e}");
+                vmfail_exit()
+            }
+        }
+    }
+}
+
+impl vcpu::Vcpu for VmxVcpu {
+    /// Enters the guest; XSETBV exits are handled here and the guest re-entered.
+    fn run(&mut self) -> ExitInfo {
+        loop {
+            let info = self.enter();
+            if info.raw != exit::XSETBV {
+                return info;
+            }
+            self.xsetbv(&info);
+        }
+    }
+
+    fn regs(&self) -> &Regs {
+        &self.regs
+    }
+
+    fn regs_mut(&mut self) -> &mut Regs {
+        &mut self.regs
+    }
+
+    fn control_state(&self) -> ControlState {
+        self.snapshot.control_state(&self.own)
+    }
+
+    fn segments(&self) -> Segments {
+        self.snapshot.segments
+    }
+
+    fn inject(&mut self, event: Event) {
+        self.pending = Some(Injection::of(event));
+    }
+
+    fn interruptible(&self) -> bool {
+        let shadowed = !self.snapshot.unshadowed() && self.regs.rip == self.exit_rip;
+        self.regs.rflags & RFLAGS_IF != 0 && !shadowed && self.pending.is_none()
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let bit = PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
+        let new = if on {
+            self.primary | bit
+        } else {
+            self.primary & !bit
+        };
+        if new != self.primary {
+            self.primary = new;
+            self.primary_dirty = true;
+        }
+    }
+
+    fn read_state_msr(&self, msr: u32) -> Option<u64> {
+        match msr {
+            MSR_EFER => Some(self.snapshot.efer),
+            MSR_PAT => Some(self.pat),
+            _ => None,
+        }
+    }
+
+    fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue> {
+        match msr {
+            MSR_EFER => {
+                self.snapshot.efer = new_efer(self.snapshot.efer, self.snapshot.cr0, value)?;
+                self.efer_dirty = true;
+                Ok(true)
+            }
+            MSR_PAT if !valid_pat(value) => Err(InvalidValue),
+            MSR_PAT => {
+                self.pat = value;
+                self.pat_dirty = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn exit_name(&self, raw: u32) -> &'static str {
+        exit::name(raw)
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        let me: *mut Hw = &mut *self.hw;
+        // SAFETY: VMX is on and the region is this vCPU's VMCS; VMCLEAR also makes it not
+        // current, so CURRENT must forget it.
+        if let Err(e) = unsafe { vmcs::clear(self.hw.vmcs.pa()) } {
+            log::error!("vmx: VMCLEAR on drop: {e}");
+        }
+        let _ = CURRENT.compare_exchange(
+            me,
+            core::ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn efer_writes_keep_lma_and_refuse_reserved_bits() {
+        let long = EFER_LME | EFER_LMA;
+        assert_eq!(new_efer(long, CR0_PG, 0xD01), Ok(0xD01));
+        assert_eq!(new_efer(long, CR0_PG, 0x901), Ok(0xD01), "LMA is the CPU's");
+        assert_eq!(
+            new_efer(long, CR0_PG, 1 << 14),
+            Err(InvalidValue),
+            "FFXSR is AMD's"
+        );
+        assert_eq!(
+            new_efer(long, CR0_PG, 0x1),
+            Err(InvalidValue),
+            "LME with paging on"
+        );
+        assert_eq!(new_efer(0, 0, EFER_LME), Ok(EFER_LME));
+    }
+
+    #[test]
+    fn pat_validation() {
+        assert!(valid_pat(DEFAULT_PAT));
+        assert!(!valid_pat(0x0007_0406_0007_0402));
+    }
+}
