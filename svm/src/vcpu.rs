@@ -345,7 +345,11 @@ mod tests {
         assert_eq!(hardware_asid(16, 16), 1);
         assert_eq!(hardware_asid(30, 16), 15);
         assert_eq!(hardware_asid(3, 0), 1, "no ASID count reported");
-        assert_eq!(hardware_asid(300, 65536), 45, "tracked ASIDs bound the range");
+        assert_eq!(
+            hardware_asid(300, 65536),
+            45,
+            "tracked ASIDs bound the range"
+        );
         let shared = Shared::new(Features {
             asids: 2,
             ..Features::default()
