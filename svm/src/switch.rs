@@ -2,8 +2,9 @@
 //! back. VMRUN itself saves and restores RAX, RSP, RIP, RFLAGS and the segment/control state
 //! through the VMCB and the host save area (APM Vol. 2 §15.5); every other GPR is ours to move.
 //!
-//! The host runs with RFLAGS.IF clear, so a physical interrupt that ends the guest's slice (the
-//! INTR intercept) stays pending until the exit handler opens a window for it. The host never
+//! The host runs with RFLAGS.IF clear, except across VMRUN, so a physical interrupt ends the
+//! guest's slice (the INTR intercept) and stays pending until the exit handler opens a window
+//! for it. The host never
 //! touches FS, GS, TR, LDTR or the SYSCALL MSRs, so VMLOAD/VMSAVE of the guest's copies suffices.
 
 use core::arch::global_asm;
@@ -49,10 +50,16 @@ global_asm!(
     "mov r14, [rsi + 14*8]",
     "mov r15, [rsi + 15*8]",
     "mov rsi, [rsi + 6*8]",
+    // With GIF clear, STI lets no interrupt in, but VMRUN saves RFLAGS.IF = 1 for the host: with
+    // V_INTR_MASKING, physical interrupts are masked by the host's IF (APM Vol. 2 §15.21.1), so
+    // without it the INTR intercept would never fire. After #VMEXIT, CLI before STGI keeps the
+    // interrupt pending for the exit handler.
     "clgi",
+    "sti",
     "vmload rax",
     "vmrun rax",
     "vmsave rax",
+    "cli",
     "stgi",
     // RAX is the VMCB address again (restored from the host save area); free to use.
     "mov rax, [rsp]",

@@ -43,6 +43,9 @@ pub struct SvmVcpu {
     vmcb: Box<Vmcb>,
     regs: Regs,
     nrip_save: bool,
+    /// RIP at the last exit: when the core moves past the exiting instruction, the interrupt
+    /// shadow of an STI or MOV SS before it ends.
+    exit_rip: u64,
 }
 
 /// ASIDs tracked for sharing; CPUs with more are used only up to this many.
@@ -103,11 +106,20 @@ impl SvmVcpu {
             vmcb,
             regs: start.regs,
             nrip_save: shared.features.nrip_save,
+            exit_rip: start.regs.rip,
         }
     }
 
     fn vmcb_pa(&self) -> u64 {
         phys(&*self.vmcb)
+    }
+
+    /// The core moved RIP past the exiting instruction: an STI or MOV SS shadow covering it has
+    /// ended (a HLT right after STI must not keep interrupts blocked once it is skipped).
+    fn end_shadow_if_skipped(&mut self) {
+        if self.regs.rip != self.exit_rip {
+            self.vmcb.control.interrupt_shadow &= !1;
+        }
     }
 
     /// An event cut short by the exit is delivered again at the next entry (APM §15.20).
@@ -161,6 +173,7 @@ fn valid_pat(value: u64) -> bool {
 
 impl vcpu::Vcpu for SvmVcpu {
     fn run(&mut self) -> ExitInfo {
+        self.end_shadow_if_skipped();
         let s = &mut self.vmcb.save;
         s.rax = self.regs.gpr[vcpu::reg::RAX];
         s.rsp = self.regs.gpr[vcpu::reg::RSP];
@@ -177,6 +190,7 @@ impl vcpu::Vcpu for SvmVcpu {
         self.regs.gpr[vcpu::reg::RAX] = s.rax;
         self.regs.gpr[vcpu::reg::RSP] = s.rsp;
         self.regs.rip = s.rip;
+        self.exit_rip = s.rip;
         self.regs.rflags = s.rflags;
         self.requeue_interrupted_event();
         let c = &self.vmcb.control;
@@ -379,6 +393,18 @@ mod tests {
         assert!(v.interruptible());
         v.vmcb.control.interrupt_shadow = 1;
         assert!(!v.interruptible());
+    }
+
+    #[test]
+    fn skipping_the_exiting_instruction_ends_its_interrupt_shadow() {
+        let mut v = vcpu();
+        v.regs_mut().rflags |= RFLAGS_IF;
+        v.vmcb.control.interrupt_shadow = 1;
+        v.end_shadow_if_skipped();
+        assert!(!v.interruptible(), "RIP unchanged: still in the STI shadow");
+        v.regs_mut().rip += 1;
+        v.end_shadow_if_skipped();
+        assert!(v.interruptible(), "the HLT after STI was skipped");
     }
 
     #[test]
