@@ -3,14 +3,20 @@
 //! the PC a stock Linux expects. Nothing here touches hardware or knows which vendor runs it.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod ioapic;
 pub mod lapic;
+pub mod mem;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod platform;
 pub mod pm;
 pub mod rtc;
+pub mod switch;
 pub mod uart;
+pub mod virtio;
 
 /// Where the platform's devices live; the guest ACPI tables describe the same addresses.
 pub mod layout {
@@ -40,4 +46,20 @@ pub mod layout {
     pub const PIT_GSI: u8 = 2;
     /// LAPIC timer input clock, in Hz (1 ns per tick before the divider).
     pub const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
+    /// PCI configuration mechanism #1: CONFIG_ADDRESS at 0xCF8, CONFIG_DATA at 0xCFC..0xCFF.
+    pub const PCI_CONFIG_ADDRESS: u16 = 0xCF8;
+    pub const PCI_CONFIG_DATA: u16 = 0xCFC;
+    /// The PCI hole: memory BARs are placed here, above guest RAM (at most 3 GiB) and below
+    /// the I/O APIC. The DSDT's host bridge `_CRS` describes the same window.
+    pub const PCI_MMIO_BASE: u64 = 0xC000_0000;
+    pub const PCI_MMIO_END: u64 = 0xFEBF_FFFF;
+    /// Each PCI device gets this much of the hole for its memory BAR, at
+    /// `PCI_MMIO_BASE + slot * PCI_BAR_STRIDE`.
+    pub const PCI_BAR_STRIDE: u64 = 0x1_0000;
+    /// Bus 0 slots 1..=PCI_SLOTS hold devices (slot 0 is the host bridge).
+    pub const PCI_SLOTS: u8 = 16;
+    /// INTA# of slot `s` is I/O APIC pin `PCI_GSI_BASE + s % PCI_GSI_COUNT`, level-triggered,
+    /// active low (the DSDT's `_PRT` says so).
+    pub const PCI_GSI_BASE: u8 = 16;
+    pub const PCI_GSI_COUNT: u8 = 8;
 }

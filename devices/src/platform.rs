@@ -2,16 +2,24 @@
 //! hardware, one local APIC and one I/O APIC, wired as on a PIIX-style board. It dispatches
 //! port, MMIO and MSR accesses to them, carries ISA IRQ line levels to both the PICs and the
 //! I/O APIC (ISA IRQ 0 arrives at `layout::PIT_GSI`), and hands the CPU its next interrupt.
+//! PCI bus 0 holds a host bridge and the virtio devices (`add_virtio`), their INTA# lines wired
+//! to I/O APIC pins `layout::PCI_GSI_BASE..`, active low. Queue work happens in
+//! `service_devices`, the one place that needs guest memory.
 //! It is not the exit loop: callers decode instructions and inject what `take_interrupt` gives.
 
 use crate::ioapic::{DeliveryMode, IoApic};
+use alloc::vec::Vec;
+
 use crate::lapic::{Lapic, LapicAction};
 use crate::layout;
+use crate::mem::GuestMemory;
+use crate::pci::{self, ConfigPorts, ConfigSpace};
 use crate::pic::PicPair;
 use crate::pit::Pit;
 use crate::pm::{Pm, PowerEvent};
 use crate::rtc::Rtc;
 use crate::uart::Uart16550;
+use crate::virtio::{Device, VirtioPci};
 
 const PIT_IRQ: u8 = 0;
 const RTC_IRQ: u8 = 8;
@@ -109,6 +117,12 @@ pub struct Platform {
     power_event: Option<PowerEvent>,
     /// Level last driven on each ISA IRQ line.
     isa_levels: u16,
+    pci_ports: ConfigPorts,
+    host_bridge: ConfigSpace,
+    /// The device in PCI slot `i + 1`.
+    virtio: Vec<VirtioPci>,
+    /// Asserted PCI interrupt lines, one bit per GSI above `layout::PCI_GSI_BASE`.
+    pci_levels: u32,
 }
 
 impl Platform {
@@ -124,12 +138,157 @@ impl Platform {
             console: ConsoleRing::new(),
             power_event: None,
             isa_levels: 0,
+            pci_ports: ConfigPorts::default(),
+            host_bridge: pci::host_bridge(),
+            virtio: Vec::new(),
+            pci_levels: 0,
         }
+        .with_pci_lines_idle()
+    }
+
+    /// PCI interrupt lines are active low: idle lines are driven high.
+    fn with_pci_lines_idle(mut self) -> Self {
+        for i in 0..layout::PCI_GSI_COUNT {
+            self.ioapic.set_irq(layout::PCI_GSI_BASE + i, true);
+        }
+        self
+    }
+
+    /// Plugs a virtio device into the next free slot of bus 0; `None` when the bus is full.
+    pub fn add_virtio(&mut self, device: Device) -> Option<u8> {
+        let slot = u8::try_from(self.virtio.len() + 1).ok()?;
+        if slot > layout::PCI_SLOTS {
+            return None;
+        }
+        let bar = layout::PCI_MMIO_BASE + u64::from(slot) * layout::PCI_BAR_STRIDE;
+        let bar = u32::try_from(bar).ok()?;
+        self.virtio
+            .push(VirtioPci::new(device, bar, pci::slot_gsi(slot)));
+        Some(slot)
+    }
+
+    /// Does the queue work the virtio devices were notified of, and delivers frames waiting for
+    /// receive buffers. Call before entering the guest; cheap when there is nothing to do.
+    pub fn service_devices(&mut self, mem: &mut dyn GuestMemory) {
+        if !self.virtio.iter().any(VirtioPci::needs_service) {
+            return;
+        }
+        let console = &mut self.console;
+        for dev in &mut self.virtio {
+            dev.service(mem, &mut |bytes| {
+                bytes.iter().for_each(|&b| console.push(b))
+            });
+        }
+        self.update_pci_irqs();
+    }
+
+    /// Takes the oldest frame a NIC sent: copies it into `buf` and returns the NIC's index
+    /// (NICs are numbered in the order they were added) and the frame's length.
+    pub fn take_net_frame(&mut self, buf: &mut [u8]) -> Option<(u8, usize)> {
+        self.nics_mut().enumerate().find_map(|(i, nic)| {
+            let frame = nic.sent()?;
+            let len = frame.len().min(buf.len());
+            buf[..len].copy_from_slice(&frame[..len]);
+            nic.pop_sent();
+            Some((i as u8, len))
+        })
+    }
+
+    /// Queues `frame` for NIC `nic`; false when dropped (no such NIC or its inbox is full).
+    pub fn deliver_net_frame(&mut self, nic: u8, frame: &[u8]) -> bool {
+        self.nics_mut()
+            .nth(usize::from(nic))
+            .is_some_and(|n| n.deliver(frame))
+    }
+
+    /// How many NICs the platform has.
+    pub fn nic_count(&self) -> u8 {
+        let n = self
+            .virtio
+            .iter()
+            .filter(|d| matches!(d.device, Device::Net(_)))
+            .count();
+        n as u8
+    }
+
+    fn nics_mut(&mut self) -> impl Iterator<Item = &mut crate::virtio::net::Net> {
+        self.virtio.iter_mut().filter_map(|d| match &mut d.device {
+            Device::Net(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// A CONFIG_ADDRESS or CONFIG_DATA read.
+    fn pci_read(&mut self, port: u16, size: u8) -> u32 {
+        if port == layout::PCI_CONFIG_ADDRESS {
+            return self.pci_ports.address();
+        }
+        let target = self.pci_ports.target(port);
+        match target.and_then(|t| self.pci_function(t)) {
+            Some((cs, offset)) => cs.read(offset, size),
+            None => ones(size) as u32,
+        }
+    }
+
+    fn pci_write(&mut self, port: u16, size: u8, value: u32) {
+        if port == layout::PCI_CONFIG_ADDRESS {
+            self.pci_ports.set_address(value);
+            return;
+        }
+        let target = self.pci_ports.target(port);
+        if let Some((cs, offset)) = target.and_then(|t| self.pci_function(t)) {
+            cs.write(offset, size, value);
+            // The command register's INTx disable bit changes the line.
+            self.update_pci_irqs();
+        }
+    }
+
+    /// The configuration space a bus-0 function-0 target names, and the offset in it.
+    fn pci_function(&mut self, t: pci::Target) -> Option<(&mut ConfigSpace, u8)> {
+        if t.bus != 0 || t.function != 0 {
+            return None;
+        }
+        let cs = match t.slot {
+            0 => &mut self.host_bridge,
+            s => &mut self.virtio.get_mut(usize::from(s) - 1)?.pci,
+        };
+        Some((cs, t.offset))
+    }
+
+    /// The virtio device whose BAR holds `gpa`, and the offset in the BAR.
+    fn virtio_at(&mut self, gpa: u64) -> Option<(&mut VirtioPci, u64)> {
+        self.virtio.iter_mut().find_map(|d| {
+            let offset = gpa.wrapping_sub(d.bar()?);
+            (offset < u64::from(crate::virtio::BAR_SIZE)).then_some((d, offset))
+        })
+    }
+
+    /// Drives each PCI GSI to the wired OR of the INTA# lines on it (active low).
+    fn update_pci_irqs(&mut self) {
+        let mut levels = 0u32;
+        for (i, dev) in self.virtio.iter().enumerate() {
+            if dev.irq_level() {
+                let slot = i as u8 + 1;
+                levels |= 1 << (pci::slot_gsi(slot) - layout::PCI_GSI_BASE);
+            }
+        }
+        let changed = levels ^ self.pci_levels;
+        self.pci_levels = levels;
+        for i in 0..layout::PCI_GSI_COUNT {
+            if changed & (1 << i) != 0 {
+                self.ioapic
+                    .set_irq(layout::PCI_GSI_BASE + i, levels & (1 << i) == 0);
+            }
+        }
+        self.route_ioapic_deliveries();
     }
 
     /// Port read of `size` bytes; unclaimed ports (or accesses straddling two devices) read
     /// as all ones.
     pub fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32 {
+        if ConfigPorts::claims(port, size) {
+            return self.pci_read(port, size);
+        }
         let Some(dev) = self.device_for(port, size) else {
             log::trace!("unclaimed port read {port:#x}/{size}");
             return ones(size) as u32;
@@ -146,6 +305,10 @@ impl Platform {
     }
 
     pub fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
+        if ConfigPorts::claims(port, size) {
+            self.pci_write(port, size, value);
+            return;
+        }
         let Some(dev) = self.device_for(port, size) else {
             log::trace!("unclaimed port write {port:#x}/{size} = {value:#x}");
             return;
@@ -166,9 +329,15 @@ impl Platform {
         self.after_port_access(dev);
     }
 
-    /// MMIO read in the APIC windows; `None` when no device decodes `gpa`.
+    /// MMIO read in the APIC windows or a PCI BAR; `None` when no device decodes `gpa`.
     pub fn mmio_read(&mut self, gpa: u64, size: u8, now: u64) -> Option<u64> {
-        let (is_lapic, offset) = self.apic_window(gpa)?;
+        let Some((is_lapic, offset)) = self.apic_window(gpa) else {
+            let (dev, offset) = self.virtio_at(gpa)?;
+            let value = dev.read(offset, size);
+            // Reading the ISR lowers INTA#.
+            self.update_pci_irqs();
+            return Some(value);
+        };
         let aligned = offset & !3;
         let mut read32 = |off: u32| -> u64 {
             if u64::from(off) >= APIC_PAGE {
@@ -189,10 +358,16 @@ impl Platform {
         Some(value)
     }
 
-    /// MMIO write in the APIC windows; false when no device decodes `gpa`.
+    /// MMIO write in the APIC windows or a PCI BAR; false when no device decodes `gpa`.
     pub fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, now: u64) -> bool {
         let Some((is_lapic, offset)) = self.apic_window(gpa) else {
-            return false;
+            let Some((dev, offset)) = self.virtio_at(gpa) else {
+                return false;
+            };
+            dev.write(offset, size, value);
+            // A device reset lowers INTA#.
+            self.update_pci_irqs();
+            return true;
         };
         let aligned = offset & !3;
         let value32 = match size {
@@ -479,7 +654,12 @@ mod tests {
         let mut p = platform();
         p.io_write(0xCF8, 4, 0x8000_0400, 0);
         assert_eq!(p.take_power_event(), None);
-        assert_eq!(p.io_read(0xCF8, 4, 0), 0xFFFF_FFFF);
+        assert_eq!(p.io_read(0xCF8, 4, 0), 0x8000_0400);
+        assert_eq!(
+            p.io_read(0xCF9, 1, 0),
+            0,
+            "byte reads reach the reset register"
+        );
     }
 
     #[test]
@@ -669,6 +849,135 @@ mod tests {
         );
         assert_eq!(p.mmio_read(IOAPIC + 0x1000, 4, 0), None);
         assert!(!p.mmio_write(0xFEB0_0000, 4, 0, 0));
+    }
+
+    fn config_read(p: &mut Platform, slot: u8, offset: u8) -> u32 {
+        p.io_write(
+            0xCF8,
+            4,
+            0x8000_0000 | u32::from(slot) << 11 | u32::from(offset),
+            0,
+        );
+        p.io_read(0xCFC, 4, 0)
+    }
+
+    fn config_write(p: &mut Platform, slot: u8, offset: u8, value: u32) {
+        p.io_write(
+            0xCF8,
+            4,
+            0x8000_0000 | u32::from(slot) << 11 | u32::from(offset),
+            0,
+        );
+        p.io_write(0xCFC, 4, value, 0);
+    }
+
+    fn with_console() -> (Platform, u64) {
+        let mut p = platform();
+        assert_eq!(
+            p.add_virtio(Device::Console(crate::virtio::console::Console)),
+            Some(1)
+        );
+        let bar = layout::PCI_MMIO_BASE + layout::PCI_BAR_STRIDE;
+        (p, bar)
+    }
+
+    #[test]
+    fn bus_zero_scan_finds_the_host_bridge_and_devices() {
+        let (mut p, bar) = with_console();
+        assert_eq!(config_read(&mut p, 0, 0), 0x0008_1B36);
+        assert_eq!(config_read(&mut p, 0, 8) >> 8, 0x06_00_00);
+        assert_eq!(config_read(&mut p, 1, 0), 0x1043_1AF4);
+        assert_eq!(config_read(&mut p, 1, 0x10), bar as u32);
+        assert_eq!(config_read(&mut p, 2, 0), 0xFFFF_FFFF, "empty slot");
+        p.io_write(0xCF8, 4, 0x8001_0800, 0);
+        assert_eq!(p.io_read(0xCFC, 4, 0), 0xFFFF_FFFF, "bus 1");
+        p.io_write(0xCF8, 4, 0x0000_0800, 0);
+        assert_eq!(p.io_read(0xCFC, 2, 0), 0xFFFF, "enable bit clear");
+        p.io_write(0xCF8, 4, 0x8000_0800, 0);
+        assert_eq!(p.io_read(0xCFE, 2, 0), 0x1043, "word at byte 2");
+    }
+
+    #[test]
+    fn bars_decode_only_with_memory_space_enabled() {
+        let (mut p, bar) = with_console();
+        assert_eq!(p.mmio_read(bar + 0x12, 2, 0), None);
+        config_write(&mut p, 1, 4, u32::from(pci::COMMAND_MEMORY));
+        assert_eq!(p.mmio_read(bar + 0x12, 2, 0), Some(2), "num_queues");
+        assert!(p.mmio_write(bar + 0x14, 1, 1, 0));
+        assert_eq!(p.mmio_read(bar + 0x14, 1, 0), Some(1));
+        config_write(&mut p, 1, 0x10, 0xC100_0000);
+        assert_eq!(p.mmio_read(bar + 0x12, 2, 0), None, "moved away");
+        assert_eq!(p.mmio_read(0xC100_0012, 2, 0), Some(2));
+    }
+
+    #[test]
+    fn virtio_console_output_and_intx_through_the_ioapic() {
+        use crate::virtio::queue::tests::{Driver, AVAIL, DESC, USED};
+        let (mut p, bar) = with_console();
+        enable_lapic(&mut p);
+        let gsi = u32::from(pci::slot_gsi(1));
+        // Level-triggered, active low, as Linux programs a PCI GSI.
+        p.mmio_write(IOAPIC, 4, u64::from(0x10 + 2 * gsi + 1), 0);
+        p.mmio_write(IOAPIC + 0x10, 4, 0, 0);
+        p.mmio_write(IOAPIC, 4, u64::from(0x10 + 2 * gsi), 0);
+        p.mmio_write(IOAPIC + 0x10, 4, 0x51 | 1 << 13 | 1 << 15, 0);
+        assert!(!p.has_interrupt(), "idle lines are high");
+        config_write(&mut p, 1, 4, u32::from(pci::COMMAND_MEMORY));
+        let mut d = Driver::new();
+        for (off, size, value) in [
+            (0x08, 4, 1),
+            (0x0C, 4, 1),
+            (0x14, 1, 0xB),
+            (0x16, 2, 1),
+            (0x18, 2, 8),
+            (0x20, 8, DESC),
+            (0x28, 8, AVAIL),
+            (0x30, 8, USED),
+            (0x1C, 2, 1),
+            (0x14, 1, 0xF),
+        ] {
+            assert!(p.mmio_write(bar + off, size, value, 0));
+        }
+        d.mem.write(0x8000, b"hvc0 says hi").unwrap();
+        d.offer(0, &[(0x8000, 12, false)]);
+        assert!(p.mmio_write(bar + 0x300, 2, 1, 0));
+        p.service_devices(&mut d.mem);
+        let out: std::vec::Vec<u8> = core::iter::from_fn(|| p.pop_console_output()).collect();
+        assert_eq!(out, b"hvc0 says hi");
+        assert_eq!(p.take_interrupt(), Some(0x51));
+        assert_eq!(p.mmio_read(bar + 0x100, 1, 0), Some(1), "ISR");
+        p.mmio_write(LAPIC + EOI, 4, 0, 0);
+        assert!(!p.has_interrupt(), "the line fell with the ISR read");
+    }
+
+    #[test]
+    fn nics_exchange_frames_through_the_caller() {
+        use crate::virtio::net::Net;
+        let mut p = platform();
+        assert_eq!(p.nic_count(), 0);
+        p.add_virtio(Device::Console(crate::virtio::console::Console));
+        p.add_virtio(Device::Net(Net::new([0, 0x16, 0x3E, 1, 2, 3])));
+        assert_eq!(p.nic_count(), 1);
+        let frame = [0xFFu8; 60];
+        assert!(p.deliver_net_frame(0, &frame));
+        assert!(!p.deliver_net_frame(1, &frame), "no second NIC");
+        let mut buf = [0u8; 1600];
+        assert_eq!(p.take_net_frame(&mut buf), None, "nothing sent");
+    }
+
+    #[test]
+    fn the_bus_holds_sixteen_devices() {
+        let mut p = platform();
+        for slot in 1..=layout::PCI_SLOTS {
+            assert_eq!(
+                p.add_virtio(Device::Console(crate::virtio::console::Console)),
+                Some(slot)
+            );
+        }
+        assert_eq!(
+            p.add_virtio(Device::Console(crate::virtio::console::Console)),
+            None
+        );
     }
 
     #[test]

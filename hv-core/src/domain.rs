@@ -83,8 +83,8 @@ pub struct Domain<V: Vcpu> {
     /// The last values written to the kvmclock MSRs (system time, wall clock).
     kvmclock_msrs: [u64; 2],
     unmapped_logged: u32,
-    /// Exits handled, by raw vendor code's low byte bucket… kept simple: total count.
-    pub exits: u64,
+    /// Exit counters by vCPU and raw exit code (recorded by the scheduler around `handle`).
+    pub stats: crate::stats::DomainStats,
 }
 
 impl<V: Vcpu> Domain<V> {
@@ -101,13 +101,14 @@ impl<V: Vcpu> Domain<V> {
             clock: identity.clock,
             kvmclock_msrs: [0; 2],
             unmapped_logged: 0,
-            exits: 0,
+            stats: crate::stats::DomainStats::new(1),
         }
     }
 
-    /// Runs due device timers and queues an interrupt (or asks for an interrupt window).
-    /// Called right before every entry.
+    /// Serves virtio queues the guest notified, runs due device timers and queues an interrupt
+    /// (or asks for an interrupt window). Called right before every entry.
     pub fn prepare_entry(&mut self, now: u64) {
+        self.platform.service_devices(&mut self.ram);
         self.platform.poll(now);
         if !self.platform.has_interrupt() {
             self.vcpu.request_interrupt_window(false);
@@ -121,15 +122,16 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
-    /// A halted vCPU has work again when an interrupt is ready for it.
+    /// A halted vCPU has work again when an interrupt is ready for it (frames delivered to its
+    /// NICs are moved into its receive buffers first).
     pub fn has_work(&mut self, now: u64) -> bool {
+        self.platform.service_devices(&mut self.ram);
         self.platform.poll(now);
         self.platform.has_interrupt()
     }
 
     /// Handles one exit.
     pub fn handle(&mut self, info: ExitInfo, now: u64) -> Next {
-        self.exits += 1;
         match info.exit {
             Exit::Cpuid => self.cpuid(info),
             Exit::Hlt => match self.skip(info) {

@@ -6,6 +6,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod console;
 pub mod cpuid;
 pub mod domain;
 pub mod emulate;
@@ -15,3 +16,6 @@ pub mod memory;
 pub mod modules;
 pub mod msr;
 pub mod pvclock;
+pub mod sched;
+pub mod stats;
+pub mod trace;

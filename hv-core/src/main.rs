@@ -1,7 +1,7 @@
 //! The monitor binary: from the boot loader's hand-over to running domains. It reads the boot
 //! information, brings up the host (serial log, IDT, heap, host timer), picks the hardware
-//! backend from CPUID, creates a domain for every `.cfg` module in order, and schedules them on
-//! this CPU, relaying their consoles to the serial line.
+//! backend from CPUID, reads every `.cfg` module, and hands over to the scheduler, which starts
+//! the configs marked `autostart` and serves the management console on the serial line.
 //!
 //! The host-testable logic (configs, loaders, devices, the exit loop) lives in the library;
 //! this file only wires it to the hardware.
@@ -10,9 +10,11 @@
 
 extern crate alloc;
 
+mod attach;
 mod backend;
 mod bare;
 mod launch;
+mod profile;
 mod scheduler;
 
 use bare::{bootinfo, cpu, heap, idt, serial, timer::HostTimer};
@@ -52,24 +54,32 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         log::error!("no usable hardware virtualization; halting");
         cpu::halt_forever()
     };
-    let mut domains = alloc::vec::Vec::new();
-    let configs: alloc::vec::Vec<_> = boot
-        .modules()
-        .filter(|m| modules::is_config(m.name))
-        .collect();
-    for m in configs {
-        let id = domains.len() as u32 + 1;
-        match launch::create(&backend, &mut boot, m, id, &timer) {
-            Ok(d) => domains.push(d),
+    profile::init(boot.cmdline, timer.tsc_hz, &backend);
+    let known = read_configs(&boot);
+    scheduler::run(scheduler::Monitor::new(
+        backend, boot, timer, known, HEAP_SIZE,
+    ))
+}
+
+/// Reads every `.cfg` module, in order; a broken one or one reusing a name is reported and left
+/// out, the others are kept for `create` (and started at boot unless `autostart = 0`).
+fn read_configs(boot: &bootinfo::BootInfo) -> alloc::vec::Vec<launch::Known> {
+    let mut known: alloc::vec::Vec<launch::Known> = alloc::vec::Vec::new();
+    for m in boot.modules().filter(|m| modules::is_config(m.name)) {
+        match launch::read_config(m) {
+            Ok(k) => match known.iter().find(|o| o.vm.name == k.vm.name) {
+                Some(other) => log::error!(
+                    "{}: duplicate name '{}' (already used by {})",
+                    k.name_at(),
+                    k.vm.name,
+                    other.file
+                ),
+                None => known.push(k),
+            },
             Err(e) => log::error!("{e}"),
         }
     }
-    log::info!(
-        "{} domain(s) started, heap {} KiB used",
-        domains.len(),
-        heap::used() >> 10
-    );
-    scheduler::run(domains, &timer)
+    known
 }
 
 #[panic_handler]

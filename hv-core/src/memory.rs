@@ -1,30 +1,11 @@
-//! Guest-physical memory as the loaders, the instruction emulator and the devices see it: a
-//! trait for reading and writing by guest-physical address, and `GuestRam`, the RAM of one VM
-//! as a contiguous host buffer mapped at guest-physical address 0.
+//! Guest-physical memory as the loaders, the instruction emulator and the devices see it: the
+//! `GuestMemory` trait (defined in `devices::mem`, so that device models can walk virtqueues,
+//! and re-exported here), and `GuestRam`, the RAM of one VM as a contiguous host buffer mapped
+//! at guest-physical address 0.
 //!
 //! It is not the nested page tables (crate `ept`) and not the host frame allocator.
 
-/// A guest-physical access fell outside guest RAM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutOfRam {
-    pub gpa: u64,
-}
-
-/// Byte-level access to guest-physical memory.
-pub trait GuestMemory {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRam>;
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRam>;
-
-    fn read_u64(&self, gpa: u64) -> Result<u64, OutOfRam> {
-        let mut b = [0; 8];
-        self.read(gpa, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn write_u64(&mut self, gpa: u64, value: u64) -> Result<(), OutOfRam> {
-        self.write(gpa, &value.to_le_bytes())
-    }
-}
+pub use devices::mem::{GuestMemory, OutOfRam};
 
 /// One VM's RAM: `len` bytes at guest-physical address 0, backed by one host buffer.
 pub struct GuestRam<'a> {

@@ -15,6 +15,14 @@ pub struct Artifacts {
     pub kernel: PathBuf,
     /// `HV_INITRD`: the busybox initramfs.
     pub initrd: PathBuf,
+    /// `HV_VMLINUX`: the ELF vmlinux inside the stock kernel's bzImage, for PVH.
+    pub vmlinux: PathBuf,
+    /// `HV_MBTEST`: the multiboot test guest as a flat image.
+    pub mbtest: PathBuf,
+    /// `HV_BENCH`: the bench guest as a bzImage.
+    pub bench: PathBuf,
+    /// `HV_XTASK`: the xtask program, for `trace report`.
+    pub xtask: PathBuf,
 }
 
 impl Artifacts {
@@ -29,6 +37,10 @@ impl Artifacts {
             probe: artifact("HV_PROBE"),
             kernel: artifact("HV_KERNEL"),
             initrd: artifact("HV_INITRD"),
+            vmlinux: artifact("HV_VMLINUX"),
+            mbtest: artifact("HV_MBTEST"),
+            bench: artifact("HV_BENCH"),
+            xtask: artifact("HV_XTASK"),
         }
     }
 }

@@ -15,6 +15,10 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// The kernel command line, if any.
     pub extra: Option<String>,
+    /// The boot protocol (`type`: "hvm", "pvh" or "multiboot"), if set.
+    pub kind: Option<String>,
+    /// Boot modules handed to the guest, each `NAME ARGS`.
+    pub modules: Vec<String>,
 }
 
 impl VmConfig {
@@ -30,6 +34,8 @@ impl VmConfig {
                 "console=ttyS0 earlyprintk=serial,ttyS0 no_timer_check tsc=reliable panic=-1"
                     .into(),
             ),
+            kind: None,
+            modules: Vec::new(),
         }
     }
 
@@ -42,6 +48,8 @@ impl VmConfig {
             memory_mib: 64,
             vcpus: 1,
             extra: None,
+            kind: None,
+            modules: Vec::new(),
         }
     }
 
@@ -51,6 +59,18 @@ impl VmConfig {
             Some(extra) if !extra.is_empty() => format!("{extra} {words}"),
             _ => words.to_owned(),
         });
+        self
+    }
+
+    /// Sets the boot protocol (`type`).
+    pub fn with_type(mut self, kind: &str) -> Self {
+        self.kind = Some(kind.to_owned());
+        self
+    }
+
+    /// Adds a boot module, `NAME ARGS`.
+    pub fn with_module(mut self, module: &str) -> Self {
+        self.modules.push(module.to_owned());
         self
     }
 
@@ -72,18 +92,35 @@ impl VmConfig {
         }
         writeln!(text, "memory = {}", self.memory_mib).map_err(|e| e.to_string())?;
         writeln!(text, "vcpus = {}", self.vcpus).map_err(|e| e.to_string())?;
+        if let Some(kind) = &self.kind {
+            string_line(&mut text, "type", kind)?;
+        }
+        if !self.modules.is_empty() {
+            let mut items = Vec::with_capacity(self.modules.len());
+            for module in &self.modules {
+                quotable("modules", module)?;
+                items.push(format!("\"{module}\""));
+            }
+            writeln!(text, "modules = [ {} ]", items.join(", ")).map_err(|e| e.to_string())?;
+        }
         Ok(text)
     }
 }
 
 /// Appends `key = "value"`; the tests need no escapes, so values that would need one are refused.
 fn string_line(text: &mut String, key: &str, value: &str) -> Result<(), String> {
+    quotable(key, value)?;
+    writeln!(text, "{key} = \"{value}\"").map_err(|e| e.to_string())
+}
+
+/// `value` can be written between double quotes without escapes.
+fn quotable(key: &str, value: &str) -> Result<(), String> {
     if value.contains(['"', '\\', '\n', '\r']) {
         return Err(format!(
             "{key} = {value:?}: quotes, backslashes and line breaks cannot be written"
         ));
     }
-    writeln!(text, "{key} = \"{value}\"").map_err(|e| e.to_string())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -120,6 +157,19 @@ mod tests {
             VmConfig::probe().with_extra("a=1").extra.as_deref(),
             Some("a=1")
         );
+    }
+
+    #[test]
+    fn type_and_modules_are_written_after_the_rest() {
+        let config = VmConfig::probe()
+            .with_type("multiboot")
+            .with_module("a.bin x=1")
+            .with_module("b");
+        assert!(config
+            .render()
+            .unwrap()
+            .ends_with("vcpus = 1\ntype = \"multiboot\"\nmodules = [ \"a.bin x=1\", \"b\" ]\n"));
+        assert!(VmConfig::probe().with_module("a\"b").render().is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! What QEMU prints: a byte stream filled by a reader thread, searched while it grows. Not here:
-//! the QEMU process itself (see `machine`).
+//! What an emulator prints: a byte stream filled by a reader thread, searched while it grows.
+//! Not here: the emulator process itself (see `machine`).
 
 use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -60,6 +60,18 @@ impl Stream {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The bytes in `from..to` read so far, as text (invalid UTF-8 replaced).
+    pub(crate) fn text_between(&self, from: usize, to: usize) -> String {
+        let state = self.lock();
+        let to = to.min(state.bytes.len());
+        String::from_utf8_lossy(&state.bytes[from.min(to)..to]).into_owned()
+    }
+
+    /// The source has ended (end of file or a read error).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Everything read so far, as text (invalid UTF-8 replaced).

@@ -1,17 +1,19 @@
-//! One QEMU machine running the monitor: built from a `Boot` description, killed on drop, and
-//! waited on through what it prints on COM1 (QEMU's stdout). Not here: judging that output.
+//! One emulated machine running the monitor, under QEMU (AMD SVM; the default) or Bochs (Intel
+//! VMX, see `bochs`): built from a `Boot` description, killed on drop, and waited on through
+//! what it prints on COM1 (QEMU's stdout, Bochs' COM1 file). Not here: judging that output.
 
 use std::cell::Cell;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::bochs;
 use crate::config::VmConfig;
 use crate::console::{self, find, find_line, tail_lines, Missed, Stream};
 
@@ -20,38 +22,98 @@ const MONITOR_COMMAND_LINE: &str = "console=com1 loglvl=info";
 /// Lines of output quoted in an error.
 const TAIL: usize = 40;
 
-/// What to boot: the monitor, its modules in order, and the host machine's memory.
+/// What to boot: the monitor, its modules in order, the host machine's memory, and the
+/// emulator.
 #[derive(Debug, Clone)]
 pub struct Boot {
-    hv: PathBuf,
-    memory: String,
-    modules: Vec<Module>,
+    pub(crate) hv: PathBuf,
+    pub(crate) memory: String,
+    pub(crate) modules: Vec<Module>,
+    emulator: Emulator,
+    /// Words added to the monitor's command line.
+    monitor_options: Vec<String>,
+    /// Extra QEMU arguments.
+    qemu_args: Vec<String>,
+}
+
+/// The emulator a machine runs on, and so the monitor's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emulator {
+    /// QEMU with TCG and `-cpu max` (AMD SVM with nested paging), loading the monitor with its
+    /// multiboot loader.
+    Qemu,
+    /// Bochs as a Skylake-X (Intel VMX with EPT), booting the monitor from a GRUB ISO.
+    Bochs,
+}
+
+impl Emulator {
+    fn name(self) -> &'static str {
+        match self {
+            Emulator::Qemu => "QEMU",
+            Emulator::Bochs => "Bochs",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
-enum Module {
+pub(crate) enum Module {
     /// A file handed over under `name`, the base name a config refers to it by.
     Image {
         name: String,
         path: PathBuf,
     },
     Config(VmConfig),
+    /// A config module written as given (for configs the monitor must reject).
+    RawConfig {
+        file: String,
+        text: String,
+    },
 }
 
 impl Boot {
-    /// The monitor at `hv` on a 1 GiB machine, with no modules yet.
+    /// The monitor at `hv` on a 1 GiB QEMU machine, with no modules yet.
     pub fn new(hv: &Path) -> Self {
         Boot {
             hv: hv.to_owned(),
             memory: "1G".into(),
             modules: Vec::new(),
+            emulator: Emulator::Qemu,
+            monitor_options: Vec::new(),
+            qemu_args: Vec::new(),
         }
     }
 
-    /// QEMU's `-m` value.
+    /// Adds `word` (e.g. `trace=com2`) to the monitor's command line.
+    pub fn monitor_option(mut self, word: &str) -> Self {
+        self.monitor_options.push(word.to_owned());
+        self
+    }
+
+    /// Captures COM2 (the monitor's trace stream) into the file at `path`.
+    pub fn com2_to_file(mut self, path: &Path) -> Self {
+        self.qemu_args.push("-serial".into());
+        self.qemu_args.push(format!("file:{}", path.display()));
+        self
+    }
+
+    /// The machine's memory, as QEMU's `-m` takes it (`512M`, `1G`).
     pub fn memory(mut self, memory: &str) -> Self {
         self.memory = memory.to_owned();
         self
+    }
+
+    /// Runs the machine on `emulator`.
+    pub fn on(mut self, emulator: Emulator) -> Self {
+        self.emulator = emulator;
+        self
+    }
+
+    /// The monitor's command line: the contract's, then the added options.
+    pub(crate) fn command_line(&self) -> String {
+        std::iter::once(MONITOR_COMMAND_LINE)
+            .chain(self.monitor_options.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Adds the file at `path` as a module named `name`.
@@ -66,6 +128,15 @@ impl Boot {
     /// Adds a VM config module (`<vm name>.cfg`).
     pub fn config(mut self, config: VmConfig) -> Self {
         self.modules.push(Module::Config(config));
+        self
+    }
+
+    /// Adds a config module named `file` holding `text` as is.
+    pub fn raw_config(mut self, file: &str, text: &str) -> Self {
+        self.modules.push(Module::RawConfig {
+            file: file.to_owned(),
+            text: text.to_owned(),
+        });
         self
     }
 }
@@ -90,10 +161,10 @@ pub(crate) fn module_list(paths: &[PathBuf]) -> Result<String, String> {
 }
 
 /// A directory of its own under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(label: &str) -> io::Result<Self> {
+    pub(crate) fn new(label: &str) -> io::Result<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -115,9 +186,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A running QEMU with the monitor.
+/// A running emulator with the monitor.
 pub struct Machine {
+    emulator: Emulator,
     child: Mutex<Child>,
+    /// COM1's input (QEMU's `-serial stdio` reads it).
+    stdin: Mutex<Option<ChildStdin>>,
     stdout: Arc<Stream>,
     stderr: Arc<Stream>,
     readers: Vec<JoinHandle<()>>,
@@ -128,17 +202,27 @@ pub struct Machine {
 
 impl Machine {
     /// Writes the modules into a fresh temporary directory (images as symbolic links, so that
-    /// each module's base name is the one its config uses) and starts QEMU on them.
+    /// each module's base name is the one its config uses) and starts QEMU on them; or, for
+    /// Bochs, makes a GRUB ISO of them there and starts Bochs on it.
     pub fn boot(boot: Boot) -> Result<Machine, String> {
         let vm = boot.modules.iter().find_map(|module| match module {
             Module::Config(config) => Some(config.name.as_str()),
-            Module::Image { .. } => None,
+            Module::Image { .. } | Module::RawConfig { .. } => None,
         });
         let dir = TempDir::new(vm.unwrap_or("none"))
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        if boot.emulator == Emulator::Bochs {
+            if !boot.qemu_args.is_empty() {
+                return Err(format!(
+                    "QEMU arguments given to Bochs: {:?}",
+                    boot.qemu_args
+                ));
+            }
+            return bochs::boot(&boot, dir);
+        }
         let mut paths = Vec::with_capacity(boot.modules.len());
         for module in &boot.modules {
-            paths.push(write_module(&dir.0, module)?);
+            paths.push(write_module(&dir.0, module, Place::Link)?);
         }
         let mut child = Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-no-reboot"])
@@ -147,26 +231,69 @@ impl Machine {
             .arg(&boot.memory)
             .arg("-kernel")
             .arg(&boot.hv)
-            .args(["-append", MONITOR_COMMAND_LINE])
+            .arg("-append")
+            .arg(boot.command_line())
+            .args(&boot.qemu_args)
             .arg("-initrd")
             .arg(module_list(&paths)?)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
-        let (stdout, stdout_reader) =
-            Stream::capture(child.stdout.take().expect("stdout is piped"));
-        let (stderr, stderr_reader) =
-            Stream::capture(child.stderr.take().expect("stderr is piped"));
-        Ok(Machine {
-            child: Mutex::new(child),
+        let stdin = child.stdin.take();
+        let stdout = Stream::capture(child.stdout.take().expect("stdout is piped"));
+        let stderr = Stream::capture(child.stderr.take().expect("stderr is piped"));
+        Ok(Machine::running(
+            Emulator::Qemu,
+            child,
+            stdin,
             stdout,
             stderr,
-            readers: vec![stdout_reader, stderr_reader],
+            dir,
+        ))
+    }
+
+    /// A machine whose emulator runs as `child`, its COM1 and its stderr read by two streams,
+    /// its files in `dir`.
+    pub(crate) fn running(
+        emulator: Emulator,
+        child: Child,
+        stdin: Option<ChildStdin>,
+        (com1, com1_reader): (Arc<Stream>, JoinHandle<()>),
+        (stderr, stderr_reader): (Arc<Stream>, JoinHandle<()>),
+        dir: TempDir,
+    ) -> Machine {
+        Machine {
+            emulator,
+            child: Mutex::new(child),
+            stdin: Mutex::new(stdin),
+            stdout: com1,
+            stderr,
+            readers: vec![com1_reader, stderr_reader],
             cursor: Cell::new(0),
             _modules: dir,
-        })
+        }
+    }
+
+    /// Types `text` on COM1, as a person at the serial console would.
+    pub fn send(&self, text: &str) -> Result<(), String> {
+        let mut stdin = self
+            .stdin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pipe = stdin.as_mut().ok_or("QEMU's stdin is closed")?;
+        pipe.write_all(text.as_bytes())
+            .and_then(|()| pipe.flush())
+            .map_err(|e| format!("cannot write to QEMU's stdin: {e}"))
+    }
+
+    /// `send`, panicking with the error.
+    #[track_caller]
+    pub fn type_text(&self, text: &str) {
+        if let Err(error) = self.send(text) {
+            panic!("{error}");
+        }
     }
 
     /// Everything the machine printed on COM1 so far.
@@ -195,6 +322,21 @@ impl Machine {
         Ok(line)
     }
 
+    /// Waits until `needle` appears after the previous match, and returns what came between.
+    pub fn wait_for_text(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let from = self.cursor.get();
+        self.wait_for(needle, timeout)?;
+        let end = self.cursor.get() - needle.len();
+        Ok(self.stdout.text_between(from, end))
+    }
+
+    /// `wait_for_text`, panicking with the error.
+    #[track_caller]
+    pub fn expect_text(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_text(needle, timeout)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
     /// `wait_for`, panicking with the error.
     #[track_caller]
     pub fn expect(&self, needle: &str, timeout: Duration) {
@@ -220,22 +362,23 @@ impl Machine {
             Ok(found) => return Ok(found),
             Err(missed) => missed,
         };
+        let name = self.emulator.name();
         let why = match missed {
             Missed::TimedOut => format!("timed out after {timeout:?}"),
-            Missed::Closed => "QEMU closed its output".to_owned(),
+            Missed::Closed => format!("{name} closed its output"),
         };
-        let qemu = match self.exit_status() {
-            Some(status) => format!("QEMU exited ({status})"),
-            None => "QEMU is still running".to_owned(),
+        let state = match self.exit_status() {
+            Some(status) => format!("{name} exited ({status})"),
+            None => format!("{name} is still running"),
         };
         let mut error = format!(
-            "{needle:?} did not appear: {why}; {qemu}; last {TAIL} lines of COM1:\n{}",
+            "{needle:?} did not appear: {why}; {state}; last {TAIL} lines of COM1:\n{}",
             tail_lines(&self.output(), TAIL)
         );
         let stderr = self.stderr.text();
         if !stderr.is_empty() {
             error.push_str(&format!(
-                "QEMU's stderr:\n{}",
+                "{name}'s stderr:\n{}",
                 console::tail_lines(&stderr, TAIL)
             ));
         }
@@ -266,15 +409,31 @@ impl Drop for Machine {
     }
 }
 
+/// How an image module is put in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A symbolic link to the artifact (QEMU reads through it).
+    Link,
+    /// A copy (for an ISO image, which must hold the file itself).
+    Copy,
+}
+
 /// Puts `module` into `dir` under its module name and returns its path there.
-fn write_module(dir: &Path, module: &Module) -> Result<PathBuf, String> {
+pub(crate) fn write_module(dir: &Path, module: &Module, place: Place) -> Result<PathBuf, String> {
     match module {
         Module::Image { name, path } => {
-            let link = dir.join(name);
-            symlink(path, &link).map_err(|e| {
-                format!("cannot link {} to {}: {e}", link.display(), path.display())
-            })?;
-            Ok(link)
+            let target = dir.join(name);
+            let put = match place {
+                Place::Link => symlink(path, &target),
+                Place::Copy => fs::copy(path, &target).map(drop),
+            };
+            put.map_err(|e| format!("cannot put {} at {}: {e}", path.display(), target.display()))?;
+            Ok(target)
+        }
+        Module::RawConfig { file, text } => {
+            let path = dir.join(file);
+            fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(path)
         }
         Module::Config(config) => {
             let file = dir.join(config.file_name());
@@ -318,10 +477,15 @@ mod tests {
             name: "probe.bzImage".into(),
             path: target,
         };
-        let link = write_module(&dir.0, &image).unwrap();
+        let link = write_module(&dir.0, &image, Place::Link).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
         assert_eq!(link.file_name().unwrap(), "probe.bzImage");
         assert_eq!(fs::read(&link).unwrap(), b"image");
-        let config = write_module(&dir.0, &Module::Config(VmConfig::probe())).unwrap();
+        let copies = TempDir::new("unit-copy").unwrap();
+        let copy = write_module(&copies.0, &image, Place::Copy).unwrap();
+        assert!(fs::symlink_metadata(&copy).unwrap().is_file());
+        assert_eq!(fs::read(&copy).unwrap(), b"image");
+        let config = write_module(&dir.0, &Module::Config(VmConfig::probe()), Place::Link).unwrap();
         assert_eq!(config.file_name().unwrap(), "probe.cfg");
         assert_eq!(
             fs::read_to_string(&config).unwrap(),

@@ -31,6 +31,17 @@ commands:
                             and print their paths (the monitor is not built)
   test [-- TEST ARGS]       unit tests, artifacts, then the QEMU integration tests;
                             TEST ARGS go to the integration test binary (e.g. a filter)
+  trace record [--out FILE] [--kernel FILE] [--initrd FILE] [--config FILE] [-- QEMU ARGS]
+                            boot with trace=com2 (default: the Linux guest with hvtest=1,
+                            which powers off) and keep the trace (default: build/trace.bin)
+  trace report FILE         print a xenalyze-style exit summary per domain and vCPU and
+                            write FILE's SVG plots next to it
+  bench                     deterministic micro-benchmarks (-icount) and a Linux boot, with
+                            and without the monitor; prints a table, writes build/bench.json
+  fuzz [--time SECS] [--sanitizer address|none] [TARGET...]
+                            run each cargo-fuzz target in fuzz/ (default: all) for SECS
+                            seconds (default: 60); a table of executions, coverage and
+                            crashes; fails on a crash (input kept in fuzz/artifacts/)
   help                      this text
 ";
 
@@ -42,7 +53,23 @@ pub enum Command {
     Iso(IsoArgs),
     Guest,
     Test { test_args: Vec<String> },
+    Trace(TraceCommand),
+    Bench,
+    Fuzz(crate::fuzz::FuzzArgs),
     Help,
+}
+
+/// `cargo xtask trace ...`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TraceCommand {
+    Record {
+        guest: GuestArgs,
+        out: Option<PathBuf>,
+        qemu_args: Vec<String>,
+    },
+    Report {
+        file: PathBuf,
+    },
 }
 
 /// Files the user chose instead of the defaults.
@@ -121,6 +148,27 @@ pub fn parse(args: &[String]) -> Result<Command> {
                 test_args: opts.rest,
             })
         }
+        "trace" => match rest {
+            [sub, rest @ ..] if sub == "record" => {
+                let mut opts = Options::parse(rest, &[&GUEST[..], &["out"]].concat(), &[], true)?;
+                Ok(Command::Trace(TraceCommand::Record {
+                    guest: opts.guest(),
+                    out: opts.values.remove("out").map(PathBuf::from),
+                    qemu_args: opts.rest,
+                }))
+            }
+            [sub, file] if sub == "report" && !file.starts_with("--") => {
+                Ok(Command::Trace(TraceCommand::Report {
+                    file: PathBuf::from(file),
+                }))
+            }
+            _ => bail!("usage: trace record [OPTIONS] [-- QEMU ARGS] | trace report FILE"),
+        },
+        "bench" => {
+            Options::parse(rest, &[], &[], false)?;
+            Ok(Command::Bench)
+        }
+        "fuzz" => Ok(Command::Fuzz(crate::fuzz::FuzzArgs::parse(rest)?)),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => bail!("unknown command {other:?}"),
     }
@@ -284,6 +332,33 @@ mod tests {
         assert_eq!(parse_str("guest").unwrap(), Command::Guest);
         assert!(parse_str("guest --debug").is_err());
         assert_eq!(parse_str("").unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn trace_and_bench() {
+        assert_eq!(
+            parse_str("trace report build/trace.bin").unwrap(),
+            Command::Trace(TraceCommand::Report {
+                file: PathBuf::from("build/trace.bin")
+            })
+        );
+        let Command::Trace(TraceCommand::Record {
+            guest,
+            out,
+            qemu_args,
+        }) = parse_str("trace record --out t.bin --config c.cfg -- -s").unwrap()
+        else {
+            panic!("not trace record");
+        };
+        assert_eq!(out, Some(PathBuf::from("t.bin")));
+        assert_eq!(guest.config, Some(PathBuf::from("c.cfg")));
+        assert_eq!(qemu_args, ["-s"]);
+        assert!(parse_str("trace").is_err());
+        assert!(parse_str("trace report").is_err());
+        assert!(parse_str("trace report a b").is_err());
+        assert!(parse_str("trace record --mem 1G").is_err());
+        assert_eq!(parse_str("bench").unwrap(), Command::Bench);
+        assert!(parse_str("bench --debug").is_err());
         assert_eq!(parse_str("--help").unwrap(), Command::Help);
     }
 }

@@ -38,6 +38,13 @@ pub const PROBE: BinSpec = BinSpec {
     feature: "guest",
 };
 
+/// The bench test guest (build/bench.bzImage and, for booting it on bare QEMU, build/bench.elf).
+pub const BENCH: BinSpec = BinSpec {
+    package: "bench",
+    bin: "bench",
+    feature: "guest",
+};
+
 /// The cargo that runs xtask, so toolchain overrides carry over.
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))

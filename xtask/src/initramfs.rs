@@ -1,7 +1,8 @@
 //! The busybox initramfs of the test and demo guests: Debian's static /bin/busybox, a
-//! symlink per applet at the path busybox itself names, /dev/console, and the /init script
-//! of the contract (prints `HVTEST:` lines and powers off with `hvtest=1`, otherwise gives a
-//! shell on the console). Not a general initramfs builder: no modules, no compression.
+//! symlink per applet at the path busybox itself names, /dev/console, the kernel's ACPI button
+//! and evdev modules with a busybox acpid handler that powers off on the power button, and
+//! the /init script of the contract (prints `HVTEST:` lines and powers off with `hvtest=1`,
+//! otherwise gives a shell on the console). Not a general initramfs builder: no compression.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -20,8 +21,23 @@ pub const INIT_SCRIPT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+for m in /lib/modules/*.ko; do [ -e "$m" ] && insmod "$m"; done
+acpid -l /dev/null
 echo "HVTEST: userspace up"
 case " $(cat /proc/cmdline) " in
+*" hvtest=disk "*)
+    mount -t ext2 /dev/vda /mnt && echo "HVTEST: disk mounted"
+    echo "HVTEST: disk read $(cat /mnt/hello.txt)"
+    echo "written by the guest" > /mnt/guest.txt
+    sync
+    umount /mnt
+    mount -t ext2 -o ro /dev/vda /mnt
+    echo "HVTEST: disk reread $(cat /mnt/guest.txt)"
+    echo "HVTEST: hvc0 works" > /dev/hvc0
+    echo "HVTEST: nic $(cat /sys/class/net/eth0/address)"
+    echo "HVTEST: powering off"
+    poweroff -f
+    ;;
 *" hvtest=1 "*)
     echo "HVTEST: uname $(uname -sr)"
     echo "HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)"
@@ -36,15 +52,38 @@ setsid cttyhack sh
 poweroff -f
 "#;
 
+/// What busybox acpid runs on a power-button press (`/etc/acpi/PWRF/00000080`, the action
+/// acpid maps the KEY_POWER event to): a clean power-off with its messages.
+pub const POWER_BUTTON_HANDLER: &str = r#"#!/bin/sh
+echo "acpid: power button pressed, the system is going down" > /dev/console
+kill -TERM -1
+sleep 1
+sync
+poweroff -f
+"#;
+const POWER_BUTTON_PATH: &str = "etc/acpi/PWRF/00000080";
+
 /// Directories created whether or not an applet lives there.
 const BASE_DIRS: [&str; 8] = [
     "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys",
 ];
-const EXTRA_DIRS: [&str; 4] = ["etc", "root", "tmp", "mnt"];
+const EXTRA_DIRS: [&str; 8] = [
+    "etc",
+    "etc/acpi",
+    "etc/acpi/PWRF",
+    "lib",
+    "lib/modules",
+    "root",
+    "tmp",
+    "mnt",
+];
 
-/// Builds the archive from a busybox binary and its applet paths (as `busybox --list-full`
-/// prints them, relative to /).
-pub fn archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
+/// A kernel module to put in /lib/modules: its file name and contents.
+pub type KernelModule = (String, Vec<u8>);
+
+/// Builds the archive from a busybox binary, its applet paths (as `busybox --list-full`
+/// prints them, relative to /) and the kernel modules /init loads.
+pub fn archive(busybox: &[u8], applets: &[String], modules: &[KernelModule]) -> Result<Vec<u8>> {
     let elf = Elf64::parse(busybox).context(|| BUSYBOX.to_string())?;
     if elf.is_dynamic() {
         bail!("{BUSYBOX} is dynamically linked; install busybox-static");
@@ -83,18 +122,51 @@ pub fn archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
     for link in links {
         w.symlink(link, BUSYBOX)?;
     }
+    for (name, bytes) in modules {
+        if name.contains('/') || !name.ends_with(".ko") {
+            bail!("unexpected module name {name:?}");
+        }
+        w.file(&format!("lib/modules/{name}"), 0o644, bytes)?;
+    }
+    w.file(POWER_BUTTON_PATH, 0o755, POWER_BUTTON_HANDLER.as_bytes())?;
     w.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
     w.finish()
 }
 
-/// Writes the initramfs to `out` from the host's static busybox.
-pub fn build(out: &Path) -> Result<()> {
+/// The `.ko` files in `dir`, by name; none (with a note) when it does not exist.
+fn read_modules(dir: &Path) -> Result<Vec<KernelModule>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        eprintln!(
+            "initramfs: no kernel modules in {}; the guests will not see the power button",
+            dir.display()
+        );
+        return Ok(Vec::new());
+    };
+    let mut modules = Vec::new();
+    for entry in entries {
+        let path = entry
+            .context(|| format!("listing {}", dir.display()))?
+            .path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name.filter(|n| n.ends_with(".ko")) {
+            let bytes = std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
+            modules.push((name, bytes));
+        }
+    }
+    modules.sort();
+    Ok(modules)
+}
+
+/// Writes the initramfs to `out` from the host's static busybox and the kernel modules in
+/// `modules` (see `kernel::modules_dir`).
+pub fn build(out: &Path, modules: &Path) -> Result<()> {
     eprintln!("building initramfs {} from {BUSYBOX}…", out.display());
     let busybox = std::fs::read(BUSYBOX)
         .context(|| format!("reading {BUSYBOX} (install busybox-static: bash .ci/install-deps)"))?;
     let list = process::stdout_of(Command::new(BUSYBOX).arg("--list-full"))?;
     let applets: Vec<String> = list.lines().map(str::to_string).collect();
-    process::write_atomically(out, &archive(&busybox, &applets)?)
+    let modules = read_modules(modules)?;
+    process::write_atomically(out, &archive(&busybox, &applets, &modules)?)
 }
 
 #[cfg(test)]
@@ -139,7 +211,8 @@ mod tests {
     fn holds_busybox_applet_links_init_and_console() {
         let busybox = fake_busybox(PT_LOAD);
         let applets = ["bin/sh", "sbin/poweroff", "usr/bin/[", "bin/busybox"].map(String::from);
-        let entries = names(&archive(&busybox, &applets).unwrap());
+        let modules = [("button.ko".to_string(), b"\x7fELF-ko".to_vec())];
+        let entries = names(&archive(&busybox, &applets, &modules).unwrap());
         let find = |n: &str| {
             entries
                 .iter()
@@ -163,6 +236,15 @@ mod tests {
             (cpio::S_IFREG | 0o755, INIT_SCRIPT.as_bytes())
         );
         assert_eq!(entries[find("dev/console")].1, cpio::S_IFCHR | 0o600);
+        let ko = &entries[find("lib/modules/button.ko")];
+        assert_eq!(
+            (ko.1, ko.2.as_slice()),
+            (cpio::S_IFREG | 0o644, &b"\x7fELF-ko"[..])
+        );
+        let handler = &entries[find("etc/acpi/PWRF/00000080")];
+        assert_eq!(handler.1, cpio::S_IFREG | 0o755);
+        assert!(String::from_utf8_lossy(&handler.2).contains("poweroff"));
+        assert!(find("etc/acpi/PWRF") < find("etc/acpi/PWRF/00000080"));
         for dir in ["proc", "sys", "dev", "usr/bin"] {
             assert_eq!(entries[find(dir)].1, cpio::S_IFDIR | 0o755);
         }
@@ -171,13 +253,15 @@ mod tests {
 
     #[test]
     fn dynamic_busybox_is_refused() {
-        assert!(archive(&fake_busybox(PT_INTERP), &[]).is_err());
+        assert!(archive(&fake_busybox(PT_INTERP), &[], &[]).is_err());
     }
 
     #[test]
     fn applet_paths_escaping_the_root_are_refused() {
         let applets = ["../etc/passwd".to_string()];
-        assert!(archive(&fake_busybox(PT_LOAD), &applets).is_err());
+        assert!(archive(&fake_busybox(PT_LOAD), &applets, &[]).is_err());
+        let module = [("../evil.ko".to_string(), Vec::new())];
+        assert!(archive(&fake_busybox(PT_LOAD), &[], &module).is_err());
     }
 
     #[test]
@@ -185,6 +269,9 @@ mod tests {
         for line in [
             "echo \"HVTEST: userspace up\"",
             "*\" hvtest=1 \"*)",
+            "*\" hvtest=disk \"*)",
+            "mount -t ext2 /dev/vda /mnt",
+            "echo \"HVTEST: disk reread $(cat /mnt/guest.txt)\"",
             "echo \"HVTEST: uname $(uname -sr)\"",
             "echo \"HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)\"",
             "echo \"HVTEST: powering off\"",
@@ -194,6 +281,9 @@ mod tests {
         }
         let up = INIT_SCRIPT.find("userspace up").unwrap();
         assert!(INIT_SCRIPT.find("mount -t devtmpfs").unwrap() < up);
+        let insmod = INIT_SCRIPT.find("insmod").unwrap();
+        assert!(INIT_SCRIPT.find("mount -t devtmpfs").unwrap() < insmod);
+        assert!(insmod < INIT_SCRIPT.find("acpid").unwrap());
         assert!(INIT_SCRIPT.find("hvtest=1").unwrap() > up);
     }
 }

@@ -4,33 +4,21 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use crate::boot::{Modules, MONITOR_CMDLINE};
 use crate::error::{bail, Context, Result};
 use crate::process;
 
-/// GRUB's BIOS platform files, from Debian's grub-pc-bin.
-const GRUB_I386_PC: &str = "/usr/lib/grub/i386-pc";
+/// The menu and the grub-mkrescue command, shared with the test harness (which builds its
+/// own ISOs for Bochs).
+#[path = "../../tests/src/grub_iso.rs"]
+mod grub_iso;
 
-/// The GRUB menu: serial console, no delay, one entry loading the monitor and each module
-/// as `module2 /boot/NAME NAME` (GRUB passes the text after the path as the module's
-/// command line, and the monitor names a module by that text's first word).
+use grub_iso::{mkrescue, GRUB_I386_PC};
+
+/// The GRUB menu for the monitor and `modules`.
 pub fn grub_cfg(modules: &Modules) -> String {
-    let mut cfg = String::from(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input serial\n\
-         terminal_output serial\n\
-         set timeout=0\n\
-         \n\
-         menuentry \"hv\" {\n",
-    );
-    cfg.push_str(&format!("    multiboot2 /boot/hv.elf {MONITOR_CMDLINE}\n"));
-    for m in modules.iter() {
-        cfg.push_str(&format!("    module2 /boot/{0} {0}\n", m.name));
-    }
-    cfg.push_str("    boot\n}\n");
-    cfg
+    grub_iso::grub_cfg(MONITOR_CMDLINE, modules.iter().map(|m| m.name.as_str()))
 }
 
 /// Lays out /boot in `staging` (emptied first) and runs grub-mkrescue to write `out`.
@@ -54,17 +42,6 @@ pub fn make(monitor: &Path, modules: &Modules, staging: &Path, out: &Path) -> Re
         fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     }
     process::run(&mut mkrescue(staging, out))
-}
-
-/// grub-mkrescue for BIOS only, without translations, fonts or themes (a serial console
-/// needs none of them), which keeps the image small and the build under a second.
-fn mkrescue(staging: &Path, out: &Path) -> Command {
-    let mut cmd = Command::new("grub-mkrescue");
-    cmd.args(["-d", GRUB_I386_PC, "-o"])
-        .arg(out)
-        .arg(staging)
-        .args(["--locales=", "--fonts=", "--themes="]);
-    cmd
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {
@@ -134,7 +111,7 @@ mod tests {
         // ISO 9660 primary volume descriptor at sector 16 (ECMA-119 8.4).
         assert_eq!(&iso[0x8001..0x8006], b"CD001");
         let listing = process::stdout_of(
-            Command::new("xorriso")
+            std::process::Command::new("xorriso")
                 .args(["-indev"])
                 .arg(&out)
                 .args(["-find", "/boot", "-type", "f"]),

@@ -1,6 +1,7 @@
 //! The stock Debian guest kernel: resolves the current linux-image-<abi>-cloud-amd64 through
 //! apt, downloads and unpacks the package once, and keeps only its bzImage as
-//! build/cache/vmlinuz. Not a kernel builder, and it never touches the host's /boot.
+//! build/cache/vmlinuz and the few modules the initramfs loads (`GUEST_MODULES`) in
+//! build/cache/modules. Not a kernel builder, and it never touches the host's /boot.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,9 +13,45 @@ use crate::process;
 /// The metapackage that depends on the current cloud kernel.
 const METAPACKAGE: &str = "linux-image-cloud-amd64";
 
-/// Returns `dest`, fetching the kernel into it first unless it is already there.
+/// The modules the initramfs loads, by path under lib/modules/<version>/, in load order: the
+/// ACPI power button and the input event interface, so that busybox acpid sees the button;
+/// then the virtio transport and drivers, each after what it depends on.
+pub const GUEST_MODULES: [&str; 12] = [
+    "kernel/drivers/acpi/button.ko",
+    "kernel/drivers/input/evdev.ko",
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+    "kernel/net/core/failover.ko",
+    "kernel/drivers/net/net_failover.ko",
+    "kernel/drivers/net/virtio_net.ko",
+    "kernel/drivers/char/virtio_console.ko",
+];
+
+/// Where the guest modules are kept, each under its file name.
+pub fn modules_dir(cache: &Path) -> PathBuf {
+    cache.join("modules")
+}
+
+/// The cached file of module number `index`: its base name behind the index, so that loading
+/// the directory's modules in name order loads them in `GUEST_MODULES` order.
+fn module_file_name(index: usize, path: &str) -> String {
+    format!("{index:02}-{}", path.rsplit('/').next().unwrap_or(path))
+}
+
+fn have_modules(cache: &Path) -> bool {
+    GUEST_MODULES
+        .iter()
+        .enumerate()
+        .all(|(i, m)| modules_dir(cache).join(module_file_name(i, m)).is_file())
+}
+
+/// Returns `dest`, fetching the kernel (and its modules) first unless they are already there.
 pub fn fetch(cache: &Path, dest: &Path) -> Result<PathBuf> {
-    if dest.is_file() {
+    if dest.is_file() && have_modules(cache) {
         eprintln!("kernel: using cached {}", dest.display());
         return Ok(dest.to_path_buf());
     }
@@ -37,6 +74,8 @@ pub fn fetch(cache: &Path, dest: &Path) -> Result<PathBuf> {
     let bytes = fs::read(&image).context(|| format!("reading {}", image.display()))?;
     check_bzimage(&bytes).context(|| format!("{} from {package}", image.display()))?;
     process::write_atomically(dest, &bytes)?;
+    keep_modules(&unpacked.join("lib/modules"), &modules_dir(cache))
+        .context(|| format!("modules of {package}"))?;
     fs::remove_dir_all(&unpacked).context(|| format!("removing {}", unpacked.display()))?;
     fs::remove_file(&deb).context(|| format!("removing {}", deb.display()))?;
     eprintln!("kernel: {} ({} bytes)", dest.display(), bytes.len());
@@ -125,6 +164,26 @@ fn find_vmlinuz(boot: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Copies `GUEST_MODULES` from the package's lib/modules/<version>/ into `dest`.
+fn keep_modules(lib_modules: &Path, dest: &Path) -> Result<()> {
+    let entries =
+        fs::read_dir(lib_modules).context(|| format!("listing {}", lib_modules.display()))?;
+    let versions: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    let [version] = versions.as_slice() else {
+        bail!("expected one kernel version in {}", lib_modules.display());
+    };
+    fs::create_dir_all(dest).context(|| format!("creating {}", dest.display()))?;
+    for (i, m) in GUEST_MODULES.iter().enumerate() {
+        let from = version.join(m);
+        let bytes = fs::read(&from).context(|| format!("reading {}", from.display()))?;
+        process::write_atomically(&dest.join(module_file_name(i, m)), &bytes)?;
+    }
+    Ok(())
+}
+
 /// A bzImage has "HdrS" at 0x202 (Linux boot protocol, "The Real-Mode Kernel Header").
 fn check_bzimage(bytes: &[u8]) -> Result<()> {
     if bytes.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
@@ -175,6 +234,29 @@ mod tests {
         );
         fs::write(boot.join("vmlinuz-6.1.0-57-cloud-amd64"), b"").unwrap();
         assert!(find_vmlinuz(&boot).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keeps_the_guest_modules_of_the_one_kernel_version() {
+        let dir = std::env::temp_dir().join(format!("xtask-modules-{}", std::process::id()));
+        let lib = dir.join("lib/modules");
+        let version = lib.join("6.1.0-56-cloud-amd64");
+        for m in GUEST_MODULES {
+            let path = version.join(m);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, m.as_bytes()).unwrap();
+        }
+        let cache = dir.join("cache");
+        assert!(!have_modules(&cache));
+        keep_modules(&lib, &modules_dir(&cache)).unwrap();
+        assert!(have_modules(&cache));
+        assert_eq!(
+            fs::read(modules_dir(&cache).join("01-evdev.ko")).unwrap(),
+            b"kernel/drivers/input/evdev.ko"
+        );
+        fs::create_dir_all(lib.join("6.1.0-57-cloud-amd64")).unwrap();
+        assert!(keep_modules(&lib, &modules_dir(&cache)).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -37,6 +37,28 @@ impl Layout {
         self.build_dir().join("probe.bzImage")
     }
 
+    pub fn bench_bzimage(&self) -> PathBuf {
+        self.build_dir().join("bench.bzImage")
+    }
+
+    /// The bench guest as an ELF with a multiboot header, for QEMU's `-kernel`.
+    pub fn bench_elf(&self) -> PathBuf {
+        self.build_dir().join("bench.elf")
+    }
+
+    /// Configs and scratch files of `cargo xtask bench` and `trace record`.
+    pub fn bench_dir(&self) -> PathBuf {
+        self.build_dir().join("bench")
+    }
+
+    pub fn trace_bin(&self) -> PathBuf {
+        self.build_dir().join("trace.bin")
+    }
+
+    pub fn bench_json(&self) -> PathBuf {
+        self.build_dir().join("bench.json")
+    }
+
     pub fn vmlinuz(&self) -> PathBuf {
         self.cache_dir().join("vmlinuz")
     }

@@ -3,6 +3,7 @@
 //! README.md). A host program, not part of the monitor.
 
 mod args;
+mod bench;
 mod bochs;
 mod boot;
 mod bzimage;
@@ -10,19 +11,25 @@ mod cargo;
 mod cpio;
 mod elf;
 mod error;
+mod fuzz;
+mod headless;
 mod initramfs;
 mod iso;
 mod kernel;
 mod layout;
+mod mbtest;
 mod phases;
 mod process;
 mod qemu;
+mod svg;
+mod trace;
+mod vmlinux;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use args::{Command, GuestArgs, IsoArgs, RunArgs};
+use args::{Command, GuestArgs, IsoArgs, RunArgs, TraceCommand};
 use boot::Modules;
 use cargo::Profile;
 use error::{Context, Error, Result};
@@ -72,6 +79,13 @@ fn dispatch(layout: &Layout, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Test { test_args } => test(layout, &test_args),
+        Command::Trace(t) => trace_command(layout, t),
+        Command::Bench => {
+            let json = run_bench(layout)?;
+            println!("{}", json.display());
+            Ok(())
+        }
+        Command::Fuzz(fuzz_args) => fuzz::run(layout, &fuzz_args),
         Command::Help => {
             print!("{}", args::USAGE);
             Ok(())
@@ -98,11 +112,73 @@ fn build_probe(layout: &Layout) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// Builds the bench guest into build/bench.bzImage (for the monitor) and build/bench.elf (for
+/// QEMU's multiboot loader); returns both.
+fn build_bench(layout: &Layout) -> Result<(PathBuf, PathBuf)> {
+    let exe = cargo::build(layout.root(), &cargo::BENCH, Profile::Release)?;
+    let elf = fs::read(&exe).context(|| format!("reading {}", exe.display()))?;
+    let image =
+        bzimage::wrap(&elf).context(|| format!("wrapping {} into a bzImage", exe.display()))?;
+    process::write_atomically(&layout.bench_bzimage(), &image)?;
+    process::write_atomically(&layout.bench_elf(), &elf)?;
+    Ok((layout.bench_bzimage(), layout.bench_elf()))
+}
+
+/// `trace record` boots the monitor with tracing on; `trace report` summarises a trace.
+fn trace_command(layout: &Layout, t: TraceCommand) -> Result<()> {
+    match t {
+        TraceCommand::Record {
+            guest,
+            out,
+            qemu_args,
+        } => {
+            let hv = build_monitor(layout, Profile::Release)?;
+            let mut modules: Vec<PathBuf> = guest_modules(layout, &guest)?
+                .iter()
+                .map(|m| m.path.clone())
+                .collect();
+            if guest.config.is_none() {
+                // The default config, but powering off once the guest is up.
+                let cfg = bench::linux_config(&layout.bench_dir(), &modules[0], &modules[1])?;
+                modules[2] = cfg;
+            }
+            let out = out.unwrap_or_else(|| layout.trace_bin());
+            trace::record(&hv, &modules, &out, &qemu_args)?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        TraceCommand::Report { file } => {
+            for plot in trace::report(&file)? {
+                eprintln!("xtask: wrote {}", plot.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run_bench(layout: &Layout) -> Result<PathBuf> {
+    let hv = build_monitor(layout, Profile::Release)?;
+    let (bench_bzimage, bench_elf) = build_bench(layout)?;
+    let (kernel, initrd) = default_guest(layout)?;
+    let out_dir = layout.bench_dir();
+    bench::run(
+        &bench::Inputs {
+            hv: &hv,
+            bench_bzimage: &bench_bzimage,
+            bench_elf: &bench_elf,
+            kernel: &kernel,
+            initrd: &initrd,
+            out_dir: &out_dir,
+        },
+        &layout.bench_json(),
+    )
+}
+
 /// The default guest: the fetched kernel, a fresh initramfs and build/linux.cfg.
 fn default_guest(layout: &Layout) -> Result<(PathBuf, PathBuf)> {
     let kernel = kernel::fetch(&layout.cache_dir(), &layout.vmlinuz())?;
     let initrd = layout.initramfs();
-    initramfs::build(&initrd)?;
+    initramfs::build(&initrd, &kernel::modules_dir(&layout.cache_dir()))?;
     write_config_for(layout, &kernel, &initrd)?;
     Ok((kernel, initrd))
 }
@@ -117,7 +193,10 @@ fn guest_modules(layout: &Layout, guest: &GuestArgs) -> Result<Modules> {
     let initrd = match &guest.initrd {
         Some(i) => i.clone(),
         None => {
-            initramfs::build(&layout.initramfs())?;
+            initramfs::build(
+                &layout.initramfs(),
+                &kernel::modules_dir(&layout.cache_dir()),
+            )?;
             layout.initramfs()
         }
     };
@@ -198,15 +277,24 @@ struct Artifacts {
     probe: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
+    vmlinux: PathBuf,
+    mbtest: PathBuf,
+    bench: PathBuf,
+    /// This program, for tests that run `trace report`.
+    xtask: PathBuf,
 }
 
 impl Artifacts {
-    fn env(&self) -> [(&'static str, &Path); 4] {
+    fn env(&self) -> [(&'static str, &Path); 8] {
         [
             ("HV_ELF", &self.hv),
             ("HV_PROBE", &self.probe),
             ("HV_KERNEL", &self.kernel),
             ("HV_INITRD", &self.initrd),
+            ("HV_VMLINUX", &self.vmlinux),
+            ("HV_MBTEST", &self.mbtest),
+            ("HV_BENCH", &self.bench),
+            ("HV_XTASK", &self.xtask),
         ]
     }
 }
@@ -221,15 +309,32 @@ fn test(layout: &Layout, test_args: &[String]) -> Result<()> {
     });
     let hv = phases.run("build monitor", || build_monitor(layout, Profile::Release));
     let probe = phases.run("build probe", || build_probe(layout));
+    let mbtest = phases.run("build mbtest", || mbtest::build(layout));
+    let bench = phases.run("build bench guest", || build_bench(layout));
+    let xtask = std::env::current_exe().ok();
     let guest = phases.run("kernel and initramfs", || default_guest(layout));
+    let vmlinux = phases.run("extract vmlinux", || {
+        vmlinux::extract_cached(&layout.vmlinuz(), &layout.cache_dir().join("vmlinux"))
+    });
     let qemu = phases.run("find QEMU", || qemu::version().map(|v| eprintln!("{v}")));
-    match (hv, probe, guest, qemu) {
-        (Some(hv), Some(probe), Some((kernel, initrd)), Some(())) => {
+    match (hv, probe, guest, qemu, (vmlinux, mbtest), (bench, xtask)) {
+        (
+            Some(hv),
+            Some(probe),
+            Some((kernel, initrd)),
+            Some(()),
+            (Some(vmlinux), Some(mbtest)),
+            (Some((bench, _)), Some(xtask)),
+        ) => {
             let artifacts = Artifacts {
                 hv,
                 probe,
                 kernel,
                 initrd,
+                vmlinux,
+                mbtest,
+                bench,
+                xtask,
             };
             phases.run("integration tests", || {
                 integration_tests(layout, &artifacts, test_args)
@@ -245,7 +350,7 @@ fn test(layout: &Layout, test_args: &[String]) -> Result<()> {
 }
 
 /// `cargo test -p tests --release` with the artifacts' absolute paths in HV_ELF, HV_PROBE,
-/// HV_KERNEL and HV_INITRD.
+/// HV_KERNEL, HV_INITRD, HV_VMLINUX and HV_MBTEST.
 fn integration_tests(layout: &Layout, a: &Artifacts, test_args: &[String]) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cmd = integration_test_command(a, test_args, cores);
@@ -255,15 +360,16 @@ fn integration_tests(layout: &Layout, a: &Artifacts, test_args: &[String]) -> Re
     process::run(cmd.current_dir(layout.root()))
 }
 
-/// Each integration test boots QEMU with TCG, which keeps a core busy, so unless the user
-/// says otherwise no more tests run at once than there are cores, and at most two.
+/// Each integration test boots QEMU or Bochs, which keeps a core busy, so unless the user
+/// says otherwise no more tests run at once than there are cores, and at most two. Every test
+/// binary runs even when an earlier one fails (SVM and VMX results are both wanted).
 fn integration_test_command(
     a: &Artifacts,
     test_args: &[String],
     cores: usize,
 ) -> std::process::Command {
     let mut cmd = cargo::cargo();
-    cmd.args(["test", "-p", "tests", "--release", "--"]);
+    cmd.args(["test", "-p", "tests", "--release", "--no-fail-fast", "--"]);
     cmd.envs(a.env());
     if !test_args
         .iter()
@@ -291,6 +397,10 @@ mod tests {
             probe: "/w/build/probe.bzImage".into(),
             kernel: "/w/build/cache/vmlinuz".into(),
             initrd: "/w/build/initramfs.cpio".into(),
+            vmlinux: "/w/build/cache/vmlinux".into(),
+            mbtest: "/w/build/mbtest.bin".into(),
+            bench: "/w/build/bench.bzImage".into(),
+            xtask: "/w/target/debug/xtask".into(),
         }
     }
 
@@ -310,6 +420,7 @@ mod tests {
                 "-p",
                 "tests",
                 "--release",
+                "--no-fail-fast",
                 "--",
                 "--test-threads=2",
                 "linux"
@@ -338,7 +449,15 @@ mod tests {
         let cmd = integration_test_command(&artifacts(), &user, 2);
         assert_eq!(
             args(&cmd),
-            ["test", "-p", "tests", "--release", "--", "--test-threads=1"]
+            [
+                "test",
+                "-p",
+                "tests",
+                "--release",
+                "--no-fail-fast",
+                "--",
+                "--test-threads=1"
+            ]
         );
     }
 }

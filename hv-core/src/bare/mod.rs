@@ -4,6 +4,7 @@
 
 pub mod bootinfo;
 pub mod clock;
+pub mod com2;
 pub mod cpu;
 mod entry;
 pub mod heap;

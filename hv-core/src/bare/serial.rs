@@ -1,9 +1,19 @@
-//! The monitor's own serial line (COM1): the 16550 driver for its log and the guest console
-//! relay, and the `log` backend that writes `hv: ` lines to it.
+//! The monitor's own serial line (COM1): the 16550 driver for its log, the console and the
+//! guest console relay, and the `log` backend that writes `hv: ` lines to it and keeps them in
+//! a ring for `dmesg`. A log line never starts in the middle of another line on the wire: if
+//! the last byte sent was not a line end, the logger ends that line first.
 
 use super::cpu::{inb, outb};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+use hv_core::console::ring::Ring;
 use spin::Mutex;
+
+/// Bytes of recent log lines kept for `dmesg`.
+const LOG_RING_BYTES: usize = 16 * 1024;
+
+/// The last byte written to the line was a line feed (or nothing was written yet).
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 pub struct Serial {
     base: u16,
@@ -29,6 +39,15 @@ impl Serial {
     pub fn write_byte(&self, byte: u8) {
         while inb(self.base + 5) & 0x20 == 0 {}
         outb(self.base, byte);
+        AT_LINE_START.store(byte == b'\n', Ordering::Relaxed);
+    }
+
+    /// Ends the current line unless the cursor is at the start of one.
+    pub fn start_line(&self) {
+        if !AT_LINE_START.load(Ordering::Relaxed) {
+            self.write_byte(b'\r');
+            self.write_byte(b'\n');
+        }
     }
 
     pub fn read_byte(&self) -> Option<u8> {
@@ -50,6 +69,31 @@ impl Write for Serial {
 
 pub static CONSOLE: Mutex<Serial> = Mutex::new(Serial::new(0x3F8));
 
+/// The recent log, without the line's CRs.
+static LOG_RING: Mutex<Ring<LOG_RING_BYTES>> = Mutex::new(Ring::new());
+
+/// Writes to the serial line and the log ring at once.
+struct Tee<'a> {
+    serial: &'a mut Serial,
+    ring: &'a mut Ring<LOG_RING_BYTES>,
+}
+
+impl Write for Tee<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            self.ring.push(b);
+        }
+        self.serial.write_str(s)
+    }
+}
+
+/// The recent log lines, oldest first (a copy, so that printing it takes no log lock).
+pub fn recent_log() -> alloc::vec::Vec<u8> {
+    let mut v = alloc::vec::Vec::with_capacity(LOG_RING_BYTES);
+    LOG_RING.lock().replay(LOG_RING_BYTES, &mut |b| v.push(b));
+    v
+}
+
 struct Logger;
 
 static LOGGER: Logger = Logger;
@@ -66,7 +110,14 @@ impl log::Log for Logger {
                 log::Level::Warn => "warning: ",
                 _ => "",
             };
-            let _ = writeln!(CONSOLE.lock(), "hv: {severity}{}", record.args());
+            let mut serial = CONSOLE.lock();
+            let mut ring = LOG_RING.lock();
+            serial.start_line();
+            let mut tee = Tee {
+                serial: &mut serial,
+                ring: &mut ring,
+            };
+            let _ = writeln!(tee, "hv: {severity}{}", record.args());
         }
     }
 

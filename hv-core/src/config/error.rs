@@ -114,6 +114,14 @@ pub enum ErrorKind {
     },
     /// An empty string where a name is needed.
     Empty { key: &'static str },
+    /// A malformed device specification (DISKSPEC, VIFSPEC) in list `key`.
+    BadSpec { key: &'static str, message: String },
+    /// A word that is not one of the values `key` takes (text truncated).
+    NotAChoice {
+        key: &'static str,
+        found: String,
+        choices: &'static str,
+    },
 }
 
 impl ErrorKind {
@@ -198,6 +206,12 @@ impl fmt::Display for ErrorKind {
                 write!(f, "'{key}' must be between {min} and {max}, found {found}")
             }
             ErrorKind::Empty { key } => write!(f, "'{key}' must not be empty"),
+            ErrorKind::BadSpec { key, message } => write!(f, "'{key}': {message}"),
+            ErrorKind::NotAChoice {
+                key,
+                found,
+                choices,
+            } => write!(f, "'{key}' is '{found}', expected one of {choices}"),
         }
     }
 }

@@ -14,17 +14,21 @@
 //! - atoms are strings: a quoted `"512"` reads as a number and an unquoted `512` as a string;
 //! - limits against hostile input: [`MAX_FILE_LEN`], [`MAX_STRING_LEN`], [`MAX_DEPTH`].
 
+mod devices;
 mod error;
 mod lexer;
+mod lifecycle;
 mod parser;
 mod vm;
 
 #[cfg(test)]
 mod tests;
 
+pub use devices::{DiskSpec, DiskTarget, VifSpec};
 pub use error::{ConfigError, ErrorKind, Found, Position};
+pub use lifecycle::{Action, Lifecycle};
 pub use parser::parse;
-pub use vm::{parse_vm, VmConfig};
+pub use vm::{parse_vm, KernelType, VmConfig};
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;

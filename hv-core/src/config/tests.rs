@@ -68,16 +68,37 @@ fn realistic_config() {
             memory_mib: 512,
             vcpus: 2,
             cmdline: "root=/dev/xvda1 ro console=hvc0 earlyprintk=xen".into(),
+            kind: crate::config::KernelType::Pvh,
+            modules: Vec::new(),
+            disks: vec![
+                crate::config::DiskSpec {
+                    target: crate::config::DiskTarget::Phy("/dev/vg/guest".into()),
+                    vdev: "xvda".into(),
+                    read_only: false,
+                },
+                crate::config::DiskSpec {
+                    target: crate::config::DiskTarget::Module("image.iso".into()),
+                    vdev: "hdc".into(),
+                    read_only: true,
+                },
+            ],
+            vifs: vec![
+                crate::config::VifSpec {
+                    mac: Some([0x00, 0x16, 0x3E, 0x74, 0x3D, 0x76]),
+                    bridge: "xenbr0".into(),
+                },
+                crate::config::VifSpec {
+                    mac: None,
+                    bridge: "xenbr0".into(),
+                },
+            ],
         }
     );
     let unknown: Vec<&str> = config
         .unknown_keys(VmConfig::KNOWN_KEYS)
         .map(|s| s.key.as_str())
         .collect();
-    assert_eq!(
-        unknown,
-        ["type", "maxmem", "on_crash", "disk", "vif", "serial"]
-    );
+    assert_eq!(unknown, ["maxmem", "on_crash", "serial"]);
     let disk = config.setting("disk").unwrap();
     assert_eq!(
         disk.key_pos,
@@ -472,6 +493,10 @@ fn typed_defaults() {
             memory_mib: 128,
             vcpus: 1,
             cmdline: String::new(),
+            kind: crate::config::KernelType::Hvm,
+            modules: Vec::new(),
+            disks: Vec::new(),
+            vifs: Vec::new(),
         }
     );
 }

@@ -2,14 +2,15 @@
 //! xl's defaults (`docs/man/xl.cfg.5.pod.in`; the command line is built as `parse_cmdline` in
 //! `tools/xl/xl_parse.c` does).
 //!
-//! It is not the generic parser, and it does not load the kernel: `kernel` and `ramdisk` name
-//! boot modules the loader looks up.
+//! It is not the generic parser, and it does not load the kernel: `kernel`, `ramdisk` and
+//! `modules` name boot modules the loader looks up.
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
-use super::error::{ConfigError, ErrorKind};
-use super::{parse, Config};
+use super::error::{truncated, ConfigError, ErrorKind};
+use super::{parse, Config, Value};
 
 /// Guest RAM when `memory` is not set, in MiB (xl's default is also 128).
 pub const MEMORY_MIB_DEFAULT: u64 = 128;
@@ -32,12 +33,47 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// The kernel command line: `cmdline`, or else `root=ROOT EXTRA`.
     pub cmdline: String,
+    /// How the kernel is booted (`type`).
+    pub kind: KernelType,
+    /// Extra boot modules (`modules`), each `NAME ARGS`: the module named NAME, handed to the
+    /// guest with this whole string as its command line.
+    pub modules: Vec<String>,
+    /// Virtual disks (`disk`), in order.
+    pub disks: Vec<super::DiskSpec>,
+    /// Virtual NICs (`vif`), in order.
+    pub vifs: Vec<super::VifSpec>,
+}
+
+/// The boot protocol of the kernel (`type`; xl's "hvm" and "pvh", plus "multiboot").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelType {
+    /// A bzImage by the Linux boot protocol.
+    #[default]
+    Hvm,
+    /// An ELF kernel with a `XEN_ELFNOTE_PHYS32_ENTRY` note, by the PVH boot ABI.
+    Pvh,
+    /// A Multiboot (version 1) kernel.
+    Multiboot,
+}
+
+impl KernelType {
+    const CHOICES: &'static str = "'hvm', 'pvh' or 'multiboot'";
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "hvm" => Some(Self::Hvm),
+            "pvh" => Some(Self::Pvh),
+            "multiboot" => Some(Self::Multiboot),
+            _ => None,
+        }
+    }
 }
 
 impl VmConfig {
     /// The keys `from_config` reads; pass them to `Config::unknown_keys` to warn about the rest.
     pub const KNOWN_KEYS: &'static [&'static str] = &[
-        "name", "kernel", "ramdisk", "memory", "vcpus", "cmdline", "root", "extra",
+        "name", "kernel", "ramdisk", "memory", "vcpus", "cmdline", "root", "extra", "type",
+        "modules", "disk", "vif",
     ];
 
     /// Checks and types the settings of `config`.
@@ -57,6 +93,10 @@ impl VmConfig {
             memory_mib,
             vcpus: u32::try_from(vcpus).unwrap_or(VCPUS_MAX),
             cmdline: cmdline(config)?,
+            kind: kernel_type(config)?,
+            modules: modules(config)?,
+            disks: super::devices::disks(config)?,
+            vifs: super::devices::vifs(config)?,
         })
     }
 }
@@ -83,7 +123,7 @@ fn optional(config: &Config, key: &'static str) -> Result<Option<String>, Config
 }
 
 /// A number setting within `min..=max`, `default` when absent.
-fn bounded(
+pub(super) fn bounded(
     config: &Config,
     key: &'static str,
     default: u64,
@@ -103,7 +143,7 @@ fn bounded(
     Err(config.error(position(config, key), kind))
 }
 
-fn position(config: &Config, key: &str) -> super::Position {
+pub(super) fn position(config: &Config, key: &str) -> super::Position {
     config.setting(key).map_or(config.end(), |s| s.pos)
 }
 
@@ -121,4 +161,79 @@ fn cmdline(config: &Config) -> Result<String, ConfigError> {
         (None, Some(extra)) => extra.into(),
         (None, None) => String::new(),
     })
+}
+
+/// `type`, `hvm` when absent.
+fn kernel_type(config: &Config) -> Result<KernelType, ConfigError> {
+    let Some(name) = config.get_string("type")? else {
+        return Ok(KernelType::default());
+    };
+    KernelType::from_name(name).ok_or_else(|| {
+        let kind = ErrorKind::NotAChoice {
+            key: "type",
+            found: truncated(name),
+            choices: KernelType::CHOICES,
+        };
+        config.error(position(config, "type"), kind)
+    })
+}
+
+/// `modules`: a list of non-empty strings, each starting with a module name.
+fn modules(config: &Config) -> Result<Vec<String>, ConfigError> {
+    let Some(items) = config.get_list("modules")? else {
+        return Ok(Vec::new());
+    };
+    let pos = position(config, "modules");
+    items
+        .iter()
+        .map(|item| match item {
+            Value::List(_) => Err(config.error(
+                pos,
+                ErrorKind::NotSingle {
+                    key: "modules".into(),
+                },
+            )),
+            Value::Str(s) | Value::Num { text: s, .. } if s.trim().is_empty() => {
+                Err(config.error(pos, ErrorKind::Empty { key: "modules" }))
+            }
+            Value::Str(s) | Value::Num { text: s, .. } => Ok(s.trim().into()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(extra: &str) -> Result<VmConfig, ConfigError> {
+        parse_vm("t.cfg", &format!("name = 'a'\nkernel = 'k'\n{extra}"))
+    }
+
+    #[test]
+    fn type_defaults_to_hvm_and_takes_three_values() {
+        assert_eq!(vm("").unwrap().kind, KernelType::Hvm);
+        assert_eq!(vm("type = 'hvm'").unwrap().kind, KernelType::Hvm);
+        assert_eq!(vm("type = \"pvh\"").unwrap().kind, KernelType::Pvh);
+        assert_eq!(
+            vm("type = 'multiboot'").unwrap().kind,
+            KernelType::Multiboot
+        );
+        let e = format!("{}", vm("type = 'pv'").unwrap_err());
+        assert!(e.starts_with("t.cfg:3:8: "), "{e}");
+        assert!(e.contains("'pv'") && e.contains("'multiboot'"), "{e}");
+        assert!(vm("type = ['pvh']").is_err());
+    }
+
+    #[test]
+    fn modules_are_a_list_of_name_and_arguments() {
+        assert!(vm("").unwrap().modules.is_empty());
+        let v = vm("modules = [ 'mod.bin a=1 b', \"other\" ]").unwrap();
+        assert_eq!(v.modules, ["mod.bin a=1 b", "other"]);
+        assert!(
+            vm("modules = 'x'").is_err(),
+            "a single string is not a list"
+        );
+        assert!(vm("modules = [ ' ' ]").is_err());
+        assert!(vm("modules = [ ['x'] ]").is_err());
+    }
 }

@@ -1,5 +1,6 @@
-//! The guest's ACPI tables: RSDP, XSDT, FACS, FADT, MADT and a DSDT holding only `\_S5`, built
-//! into guest memory so a stock Linux finds its interrupt controllers, the PM fixed hardware,
+//! The guest's ACPI tables: RSDP, XSDT, FACS, FADT, MADT and a DSDT holding `\_S5` and the PCI
+//! host bridge (`pci_root`), built into guest memory so a stock Linux finds its interrupt
+//! controllers, its PCI bus, the PM fixed hardware,
 //! the reset register and how to power off (ACPI 6.5, chapter 5).
 //!
 //! It describes the platform of `devices::layout`; it is not an AML interpreter and does not
@@ -11,6 +12,8 @@ use core::fmt;
 use devices::layout;
 
 use crate::memory::{GuestMemory, OutOfRam};
+
+mod pci_root;
 
 /// xAPIC IDs are 8 bits and 0xFF is the broadcast ID, so at most 255 processors.
 pub const MAX_VCPUS: u32 = 255;
@@ -47,7 +50,7 @@ pub const S5_AML: [u8; 15] = [
     0x00,
     0x00,
 ];
-const DSDT_LEN: usize = HEADER_LEN + S5_AML.len();
+const DSDT_LEN: usize = HEADER_LEN + S5_AML.len() + pci_root::AML_LEN;
 
 /// Offsets from the base: the RSDP on a 16-byte boundary (5.2.5.1), the FACS on a 64-byte
 /// boundary (5.2.10), the other tables 16-byte aligned, the variable-length MADT last.
@@ -129,7 +132,10 @@ pub fn build_acpi(
         at(MADT_OFF)?,
         at(XSDT_OFF)?,
     );
-    mem.write(dsdt, &sdt(b"DSDT", 2, &S5_AML))?;
+    let mut aml = Vec::with_capacity(DSDT_LEN - HEADER_LEN);
+    aml.extend_from_slice(&S5_AML);
+    aml.extend_from_slice(&pci_root::aml());
+    mem.write(dsdt, &sdt(b"DSDT", 2, &aml))?;
     mem.write(madt, &build_madt(vcpus))?;
     mem.write(facs, &build_facs())?;
     mem.write(fadt, &build_fadt(facs, dsdt))?;
@@ -508,7 +514,8 @@ mod tests {
         assert_eq!(&body[..s5.len()], &s5);
         assert_eq!(body[10], layout::S5_SLP_TYP);
         assert_eq!(body[12], layout::S5_SLP_TYP);
-        assert_eq!(body.len(), 15);
+        assert_eq!(body.len(), 15 + pci_root::AML_LEN);
+        assert_eq!(&body[15..], &pci_root::aml()[..]);
     }
 
     #[test]

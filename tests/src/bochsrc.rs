@@ -1,0 +1,65 @@
+//! The Bochs machine the monitor runs on for its Intel VT-x backend: the bochsrc and the
+//! debugger script that make Bochs run without a human at the keyboard.
+//!
+//! One source for two crates: the test harness compiles it as a module and xtask (`cargo xtask
+//! run --bochs`) includes the same file with `#[path]`, so both boot the same machine. Not
+//! here: starting Bochs or reading its serial port (each user does that its own way).
+
+use std::path::Path;
+
+/// Bochs' own BIOS (Debian's bochsbios). Its VGA BIOS link points into the vgabios package,
+/// which is not installed; SeaBIOS' build for an ISA VGA with the Bochs VBE interface (from the
+/// seabios package, already needed for QEMU) serves instead.
+const BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+const VGA_BIOS: &str = "/usr/share/seabios/vgabios-isavga.bin";
+/// Emulated instructions per emulated second. With `clock: sync=none` time follows the
+/// instruction count, so this only sets how many instructions a guest timer tick is.
+const IPS: u64 = 20_000_000;
+
+/// The debugger script: continue, and quit when the simulation stops. Debian's Bochs is a
+/// debugger build that otherwise stops at its prompt; Ctrl-C breaks into the debugger, which
+/// then runs `quit`.
+pub const SCRIPT: &str = "c\nquit\n";
+
+/// The bochsrc: a Skylake-X with VT-x (VMX with EPT, VPID and unrestricted guest), `mem_mib`
+/// of RAM, the ISO as the boot CD-ROM, COM1 into `serial`, the Bochs log into `log`, the term
+/// display (Debian builds no `nogui`) and the port 0xE9 console.
+pub fn bochsrc(iso: &Path, mem_mib: u64, serial: &Path, log: &Path) -> String {
+    format!(
+        "cpu: model=corei7_skylake_x, count=1, ips={IPS}, reset_on_triple_fault=0\n\
+         memory: guest={mem_mib}, host={mem_mib}\n\
+         romimage: file={BIOS}\n\
+         vgaromimage: file={VGA_BIOS}\n\
+         display_library: term\n\
+         ata0-master: type=cdrom, path=\"{iso}\", status=inserted\n\
+         boot: cdrom\n\
+         com1: enabled=1, mode=file, dev=\"{serial}\"\n\
+         port_e9_hack: enabled=1\n\
+         clock: sync=none, time0=local\n\
+         log: \"{log}\"\n\
+         panic: action=fatal\n\
+         error: action=report\n\
+         info: action=ignore\n\
+         debug: action=ignore\n",
+        iso = iso.display(),
+        serial = serial.display(),
+        log = log.display(),
+    )
+}
+
+/// A QEMU-style memory size (`512M`, `2G`, or MiB without a suffix) in MiB.
+pub fn mem_mib(size: &str) -> Result<u64, String> {
+    let (digits, factor) = match size.as_bytes().last() {
+        Some(b'G' | b'g') => (&size[..size.len() - 1], 1024),
+        Some(b'M' | b'm') => (&size[..size.len() - 1], 1),
+        _ => (size, 1),
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => n
+            .checked_mul(factor)
+            .ok_or_else(|| format!("memory size {size:?} is too large")),
+        _ => Err(format!(
+            "memory size {size:?} is not a number of MiB or GiB (e.g. 512M, 2G)"
+        )),
+    }
+}

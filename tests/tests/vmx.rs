@@ -1,0 +1,79 @@
+//! The guests on the Intel VMX backend: the monitor booted by GRUB under Bochs, whose Skylake-X
+//! CPU has VT-x with EPT. The probe guest gets the architectural results, and the stock Debian
+//! kernel boots to its busybox userspace and powers off, as on SVM under QEMU (`probe.rs`,
+//! `linux.rs`). Bochs interprets every instruction, so the Linux guest takes minutes.
+
+mod common;
+
+use std::time::Duration;
+
+use tests::{Artifacts, Boot, Emulator, Machine, VmConfig};
+
+fn seconds(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Checks the monitor's boot log names the VMX backend and the features it uses.
+fn expect_vmx_backend(machine: &Machine) {
+    let backend = machine.expect_line("hv: backend ", seconds(60));
+    for feature in [
+        "backend vmx:",
+        "EPT pages",
+        "VPID yes",
+        "unrestricted guest yes",
+        "preemption timer yes",
+    ] {
+        assert!(
+            backend.contains(feature),
+            "the backend line lacks {feature:?}: {backend}"
+        );
+    }
+}
+
+#[test]
+fn vmx_probe_checks_pass_and_the_monitor_logs_unmapped_accesses() {
+    let artifacts = Artifacts::from_env();
+    let config = VmConfig::probe();
+    let boot = Boot::new(&artifacts.hv)
+        .on(Emulator::Bochs)
+        .memory("256M")
+        .image(&config.kernel, &artifacts.probe)
+        .config(config);
+    let machine = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
+
+    expect_vmx_backend(&machine);
+    machine.expect("PROBE: done", seconds(120));
+    machine.expect("hv: domain probe (id 1): powered off", seconds(60));
+    common::assert_probe_passed(&machine.output());
+}
+
+#[test]
+fn vmx_linux_boots_to_userspace_and_powers_off() {
+    let artifacts = Artifacts::from_env();
+    let config = VmConfig::linux().with_extra("hvtest=1");
+    let ramdisk = config
+        .ramdisk
+        .clone()
+        .expect("the Linux config has a ramdisk");
+    let boot = Boot::new(&artifacts.hv)
+        .on(Emulator::Bochs)
+        .memory("512M")
+        .image(&config.kernel, &artifacts.kernel)
+        .image(&ramdisk, &artifacts.initrd)
+        .config(config);
+    let machine = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
+
+    // About two minutes on an unloaded machine; the steps together allow ten.
+    expect_vmx_backend(&machine);
+    machine.expect("Linux version", seconds(120));
+    machine.expect("HVTEST: userspace up", seconds(300));
+    machine.expect("HVTEST: uname Linux", seconds(30));
+    let flags = machine.expect_line("HVTEST: flags", seconds(30));
+    assert!(
+        flags.contains(" hypervisor"),
+        "the guest's CPU flags lack \"hypervisor\": {flags}"
+    );
+    machine.expect("HVTEST: echo works", seconds(30));
+    machine.expect("reboot: Power down", seconds(60));
+    machine.expect("hv: domain linux (id 1): powered off", seconds(30));
+}
