@@ -54,6 +54,10 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         log::error!("no usable hardware virtualization; halting");
         cpu::halt_forever()
     };
+    if !bare::fpu::init() {
+        log::error!("the CPU has no XSAVE, which guests' FPU state needs; halting");
+        cpu::halt_forever()
+    }
     profile::init(boot.cmdline, timer.tsc_hz, &backend);
     let known = read_configs(&boot);
     scheduler::run(scheduler::Monitor::new(

@@ -19,10 +19,12 @@ use core::fmt::Write;
 use crate::backend::Backend;
 use crate::bare::bootinfo::BootInfo;
 use crate::bare::cpu::{self, rdtsc};
+use crate::bare::fpu::FpuState;
 use crate::bare::serial::{self, CONSOLE};
 use crate::bare::timer::HostTimer;
 use crate::launch::{self, Guest, Known, Vm};
 use crate::profile;
+use devices::switch::Switch;
 use hv_core::config::Action;
 use hv_core::console::command::{self, Command, Target, HELP};
 use hv_core::console::line::LineEditor;
@@ -48,6 +50,8 @@ struct Slot {
     cpu_ticks: u64,
     /// Set when it stopped and its config said `preserve`.
     stopped: Option<StopReason>,
+    /// Its FPU/SSE/AVX registers while another domain runs.
+    fpu: FpuState,
 }
 
 impl Slot {
@@ -98,6 +102,8 @@ pub struct Monitor {
     guest_ticks: u64,
     /// The previous `top` sample: when, and each domain's ticks then.
     top_sample: (u64, Vec<(u32, u64)>),
+    /// The in-monitor Ethernet switch between the domains' NICs.
+    switch: Switch,
 }
 
 impl Monitor {
@@ -124,6 +130,7 @@ impl Monitor {
             idle_ticks: 0,
             guest_ticks: 0,
             top_sample: (now, Vec::new()),
+            switch: Switch::new(),
         }
     }
 }
@@ -204,7 +211,11 @@ impl Monitor {
                     input: InputQueue::new(),
                     cpu_ticks: 0,
                     stopped: None,
+                    fpu: FpuState::new(),
                 });
+                if let Some(slot) = self.slots.last() {
+                    self.switch.connect(id, &slot.guest.vm.platform);
+                }
                 Some(id)
             }
             Err(e) => {
@@ -218,6 +229,7 @@ impl Monitor {
     fn destroy(&mut self, i: usize) {
         let slot = self.slots.remove(i);
         self.sched.remove(slot.id());
+        self.switch.detach_domain(slot.id());
         slot.guest.destroy(&mut self.boot.frames);
     }
 
@@ -229,11 +241,16 @@ impl Monitor {
         let show = self.shows(id);
         let start = rdtsc();
         let s = &mut self.slots[i];
+        s.fpu.load();
         let next = run_slice(&mut s.guest.vm, &mut s.ring, show, &self.timer, until);
         let ran = rdtsc().wrapping_sub(start);
         s.cpu_ticks += ran;
         self.guest_ticks += ran;
         self.sched.charge(id, ran);
+        // Frames the domain sent reach the other domains' NICs (and wake them).
+        self.switch.pump(&mut self.slots, |s| {
+            (s.guest.vm.id, &mut s.guest.vm.platform)
+        });
         match next {
             Some(Next::Halt) => self.sched.set_blocked(id, true),
             Some(Next::Stop(reason)) => self.stopped(i, reason),

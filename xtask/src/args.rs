@@ -24,6 +24,8 @@ commands:
       --iso                 boot a GRUB ISO instead of QEMU's multiboot loader
       --bochs               boot the GRUB ISO under Bochs with Intel VT-x instead of
                             QEMU (serial console streamed here; Ctrl-C stops it)
+      --kvm                 QEMU with KVM and -cpu host, where the machine offers nested
+                            virtualization (the monitor then runs on the real VMX or SVM)
       --debug               debug build of the monitor
   iso [--out FILE] [--kernel FILE] [--initrd FILE] [--config FILE] [--debug]
                             make a bootable GRUB BIOS ISO (default: build/hv.iso)
@@ -87,6 +89,7 @@ pub struct RunArgs {
     pub mem: String,
     pub iso: bool,
     pub bochs: bool,
+    pub kvm: bool,
     pub qemu_args: Vec<String>,
 }
 
@@ -114,13 +117,14 @@ pub fn parse(args: &[String]) -> Result<Command> {
             let mut opts = Options::parse(
                 rest,
                 &[&GUEST[..], &["mem"]].concat(),
-                &["debug", "iso", "bochs"],
+                &["debug", "iso", "bochs", "kvm"],
                 true,
             )?;
             Ok(Command::Run(RunArgs {
                 profile: opts.profile(),
                 iso: opts.switches.contains("iso"),
                 bochs: opts.switches.contains("bochs"),
+                kvm: opts.switches.contains("kvm"),
                 guest: opts.guest(),
                 mem: opts
                     .values

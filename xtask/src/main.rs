@@ -231,6 +231,11 @@ fn make_iso(layout: &Layout, a: IsoArgs) -> Result<PathBuf> {
 /// Boots under QEMU, handing it this process and the terminal; or under Bochs from the ISO,
 /// streaming its serial console here.
 fn run(layout: &Layout, a: RunArgs) -> Result<()> {
+    if a.bochs && a.kvm {
+        return Err(Error::new(
+            "--kvm and --bochs exclude each other".to_string(),
+        ));
+    }
     if a.bochs {
         let mem = bochs::mem_mib(&a.mem)?;
         let iso = make_iso(
@@ -243,6 +248,12 @@ fn run(layout: &Layout, a: RunArgs) -> Result<()> {
         )?;
         return bochs::run(&iso, mem, &layout.build_dir().join("bochs"));
     }
+    let accel = if a.kvm {
+        qemu::check_kvm()?;
+        qemu::Accel::Kvm
+    } else {
+        qemu::Accel::Tcg
+    };
     let mut cmd = if a.iso {
         let iso = make_iso(
             layout,
@@ -252,7 +263,7 @@ fn run(layout: &Layout, a: RunArgs) -> Result<()> {
                 out: None,
             },
         )?;
-        qemu::command(&qemu::Media::Cdrom(&iso), &a.mem, &a.qemu_args)?
+        qemu::command(&qemu::Media::Cdrom(&iso), accel, &a.mem, &a.qemu_args)?
     } else {
         let hv = build_monitor(layout, a.profile)?;
         let modules = guest_modules(layout, &a.guest)?;
@@ -261,6 +272,7 @@ fn run(layout: &Layout, a: RunArgs) -> Result<()> {
                 monitor: &hv,
                 modules: &modules,
             },
+            accel,
             &a.mem,
             &a.qemu_args,
         )?

@@ -24,22 +24,52 @@ pub enum Media<'a> {
     Cdrom(&'a Path),
 }
 
+/// How QEMU runs the monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// QEMU's emulator, whose `-cpu max` models SVM with nested paging.
+    Tcg,
+    /// KVM with the host CPU passed through: needs nested virtualization on the host.
+    Kvm,
+}
+
+impl Accel {
+    fn args(self) -> [&'static str; 4] {
+        match self {
+            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+        }
+    }
+}
+
+/// Checks that this machine can run the monitor under KVM: `/dev/kvm` is there and the KVM
+/// module lets guests use VMX or SVM themselves (its `nested` parameter).
+pub fn check_kvm() -> Result<()> {
+    if std::fs::metadata("/dev/kvm").is_err() {
+        bail!("--kvm: this machine has no /dev/kvm (no hardware virtualization, or KVM is not loaded)");
+    }
+    let nested = ["kvm_intel", "kvm_amd"].iter().any(|m| {
+        std::fs::read_to_string(format!("/sys/module/{m}/parameters/nested"))
+            .is_ok_and(|v| nested_enabled(&v))
+    });
+    if !nested {
+        bail!("--kvm: KVM does not offer nested virtualization here (kvm_intel/kvm_amd nested=0); the monitor needs VMX or SVM inside its VM");
+    }
+    Ok(())
+}
+
+/// KVM's `nested` parameter reads `Y`/`N` (kvm_intel) or `1`/`0` (kvm_amd).
+fn nested_enabled(value: &str) -> bool {
+    matches!(value.trim(), "Y" | "y" | "1")
+}
+
 /// `qemu-system-x86_64` with the machine of the contract, the boot media, the console on the
 /// terminal (`-nographic`: COM1 and the QEMU monitor multiplexed on stdio, Ctrl-A X quits),
 /// then the user's extra arguments.
-pub fn command(media: &Media, mem: &str, extra: &[String]) -> Result<Command> {
+pub fn command(media: &Media, accel: Accel, mem: &str, extra: &[String]) -> Result<Command> {
     let mut cmd = Command::new(QEMU);
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-m",
-        mem,
-        "-smp",
-        "1",
-        "-no-reboot",
-    ]);
+    cmd.args(accel.args());
+    cmd.args(["-m", mem, "-smp", "1", "-no-reboot"]);
     match media {
         Media::Kernel { monitor, modules } => {
             cmd.arg("-kernel").arg(monitor);
@@ -104,6 +134,7 @@ mod tests {
                 monitor: hv,
                 modules: &modules,
             },
+            Accel::Tcg,
             "2G",
             &extra,
         )
@@ -135,8 +166,21 @@ mod tests {
     }
 
     #[test]
+    fn kvm_passes_the_host_cpu_through() {
+        let cmd = command(&Media::Cdrom(Path::new("/i.iso")), Accel::Kvm, "1G", &[]).unwrap();
+        assert_eq!(args(&cmd)[..4], ["-accel", "kvm", "-cpu", "host"]);
+        assert!(nested_enabled("Y\n") && nested_enabled("1") && !nested_enabled("N"));
+    }
+
+    #[test]
     fn cdrom_boot_uses_the_iso() {
-        let cmd = command(&Media::Cdrom(Path::new("/w/build/hv.iso")), "512M", &[]).unwrap();
+        let cmd = command(
+            &Media::Cdrom(Path::new("/w/build/hv.iso")),
+            Accel::Tcg,
+            "512M",
+            &[],
+        )
+        .unwrap();
         let a = args(&cmd);
         assert_eq!(a[..6], ["-accel", "tcg", "-cpu", "max", "-m", "512M"]);
         assert!(a.windows(2).any(|w| w == ["-cdrom", "/w/build/hv.iso"]));

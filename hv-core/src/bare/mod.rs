@@ -7,6 +7,7 @@ pub mod clock;
 pub mod com2;
 pub mod cpu;
 mod entry;
+pub mod fpu;
 pub mod heap;
 pub mod idt;
 pub mod serial;

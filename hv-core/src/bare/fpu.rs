@@ -1,0 +1,119 @@
+//! Guest FPU, SSE and AVX state across domains on one CPU. The monitor itself never touches
+//! these registers (it is built soft-float), so a guest's state stays live in the CPU after an
+//! exit; only when another domain is about to run is the previous owner's state saved with XSAVE
+//! and the next one's restored with XRSTOR, together with its XCR0 (SDM Vol. 1 §13.7-13.8).
+//! A new domain starts from the initial state (an XSAVE header of zeros), never from another
+//! guest's registers.
+//!
+//! CPUs without XSAVE are not supported (every CPU with SVM or VMX and EPT has it).
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use core::arch::asm;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use raw_cpuid::cpuid;
+
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// XCR0 at reset: x87 only.
+const XCR0_RESET: u64 = 1;
+
+/// One domain's saved state. It lives on the heap so that the CPU's owner pointer stays valid
+/// while the domain's bookkeeping moves around.
+pub struct FpuState(alloc::boxed::Box<Saved>);
+
+/// XCR0 and an XSAVE area.
+struct Saved {
+    xcr0: u64,
+    area: *mut u8,
+    layout: Layout,
+}
+
+/// The state whose registers are live in this CPU, or null.
+static OWNER: AtomicPtr<Saved> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Turns on XSAVE for the host (CR4.OSXSAVE) and enables every user state component the CPU
+/// has in XCR0, so that the host's XSAVE saves whatever a guest may have used.
+pub fn init() -> bool {
+    if cpuid!(1).ecx & (1 << 26) == 0 {
+        return false;
+    }
+    // SAFETY: the CPU has XSAVE; setting CR4.OSXSAVE and a supported XCR0 is architectural.
+    unsafe {
+        let cr4: u64;
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+        asm!("mov cr4, {}", in(reg) cr4 | CR4_OSXSAVE, options(nomem, nostack));
+        xsetbv(supported_xcr0());
+    }
+    true
+}
+
+/// User state components the CPU supports (CPUID.(EAX=0xD,ECX=0):EDX:EAX).
+fn supported_xcr0() -> u64 {
+    let leaf = cpuid!(0xD, 0);
+    ((u64::from(leaf.edx) << 32) | u64::from(leaf.eax)) & !(1 << 9) // PKRU stays with the host's
+}
+
+/// # Safety
+/// CR4.OSXSAVE must be set and `value` valid for this CPU.
+unsafe fn xsetbv(value: u64) {
+    // SAFETY: per the caller.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nomem, nostack))
+    };
+}
+
+fn xgetbv() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: CR4.OSXSAVE is set by `init` before any domain runs.
+    unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+impl FpuState {
+    /// The initial state, with room for every component the CPU supports.
+    pub fn new() -> Self {
+        let size = cpuid!(0xD, 0).ecx.max(576) as usize;
+        let layout = Layout::from_size_align(size, 64).expect("XSAVE area layout");
+        // SAFETY: the layout has a non-zero size.
+        let area = unsafe { alloc_zeroed(layout) };
+        assert!(!area.is_null(), "out of memory for an XSAVE area");
+        Self(alloc::boxed::Box::new(Saved {
+            xcr0: XCR0_RESET,
+            area,
+            layout,
+        }))
+    }
+
+    /// Makes this state the live one on this CPU, saving the previous owner's.
+    pub fn load(&mut self) {
+        let me: *mut Saved = &mut *self.0;
+        let previous = OWNER.swap(me, Ordering::Relaxed);
+        if previous == me {
+            return;
+        }
+        let next = &*self.0;
+        // SAFETY: a non-null owner is a live `Saved` (`Drop` clears it), and its registers are
+        // the CPU's; XSAVE/XRSTOR get 64-byte aligned areas of the size CPUID gives.
+        unsafe {
+            if let Some(prev) = previous.as_mut() {
+                prev.xcr0 = xgetbv();
+                asm!("xsave64 [{}]", in(reg) prev.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+            }
+            xsetbv(next.xcr0);
+            asm!("xrstor64 [{}]", in(reg) next.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+        }
+    }
+}
+
+impl Drop for FpuState {
+    fn drop(&mut self) {
+        let me: *mut Saved = &mut *self.0;
+        let _ = OWNER.compare_exchange(
+            me,
+            core::ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.0.area, self.0.layout) };
+    }
+}
