@@ -34,7 +34,13 @@ pub(crate) fn boot(boot: &Boot, dir: TempDir) -> Result<Machine, String> {
         dir.0.join("com1.log"),
     );
     // The log goes to stderr, which the harness reads, and which closes when Bochs exits.
-    let text = bochsrc(&iso, mem, &serial, Path::new("/dev/stderr"));
+    let text = bochsrc(
+        &iso,
+        mem,
+        &serial,
+        boot.com2.as_deref(),
+        Path::new("/dev/stderr"),
+    );
     write(&rc, &text)?;
     write(&script, SCRIPT)?;
     // COM1 is created before Bochs starts, so the follower can open it at once; Bochs

@@ -22,9 +22,15 @@ const IPS: u64 = 20_000_000;
 pub const SCRIPT: &str = "c\nquit\n";
 
 /// The bochsrc: a Skylake-X with VT-x (VMX with EPT, VPID and unrestricted guest), `mem_mib`
-/// of RAM, the ISO as the boot CD-ROM, COM1 into `serial`, the Bochs log into `log`, the term
-/// display (Debian builds no `nogui`) and the port 0xE9 console.
-pub fn bochsrc(iso: &Path, mem_mib: u64, serial: &Path, log: &Path) -> String {
+/// of RAM, the ISO as the boot CD-ROM, COM1 into `serial`, COM2 (the monitor's trace stream)
+/// into `com2` if given, the Bochs log into `log`, the term display (Debian builds no `nogui`)
+/// and the port 0xE9 console.
+pub fn bochsrc(iso: &Path, mem_mib: u64, serial: &Path, com2: Option<&Path>, log: &Path) -> String {
+    // Bochs opens a file-mode port's file when the UART sends its first byte, and flushes
+    // after every byte (Bochs 2.7 iodev/serial.cc).
+    let com2 = com2.map_or(String::new(), |path| {
+        format!("com2: enabled=1, mode=file, dev=\"{}\"\n", path.display())
+    });
     format!(
         "cpu: model=corei7_skylake_x, count=1, ips={IPS}, reset_on_triple_fault=0\n\
          memory: guest={mem_mib}, host={mem_mib}\n\
@@ -34,6 +40,7 @@ pub fn bochsrc(iso: &Path, mem_mib: u64, serial: &Path, log: &Path) -> String {
          ata0-master: type=cdrom, path=\"{iso}\", status=inserted\n\
          boot: cdrom\n\
          com1: enabled=1, mode=file, dev=\"{serial}\"\n\
+         {com2}\
          port_e9_hack: enabled=1\n\
          clock: sync=none, time0=local\n\
          log: \"{log}\"\n\
@@ -61,5 +68,29 @@ pub fn mem_mib(size: &str) -> Result<u64, String> {
         _ => Err(format!(
             "memory size {size:?} is not a number of MiB or GiB (e.g. 512M, 2G)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn com2_goes_into_its_file_only_when_asked() {
+        let (iso, com1, log) = (
+            Path::new("/b/hv.iso"),
+            Path::new("/b/com1"),
+            Path::new("/b/log"),
+        );
+        let with = bochsrc(iso, 64, com1, Some(Path::new("/b/trace.bin")), log);
+        let line = "com2: enabled=1, mode=file, dev=\"/b/trace.bin\"";
+        assert!(
+            with.lines().any(|l| l == line),
+            "missing {line:?} in\n{with}"
+        );
+        assert!(with.lines().any(|l| l.starts_with("port_e9_hack:")));
+        let without = bochsrc(iso, 64, com1, None, log);
+        assert!(!without.contains("com2"), "{without}");
+        assert_eq!(with.lines().count(), without.lines().count() + 1);
     }
 }

@@ -32,8 +32,8 @@ pub struct Boot {
     emulator: Emulator,
     /// Words added to the monitor's command line.
     monitor_options: Vec<String>,
-    /// Extra QEMU arguments.
-    qemu_args: Vec<String>,
+    /// The file COM2 (the monitor's trace stream) is written into, if any.
+    pub(crate) com2: Option<PathBuf>,
 }
 
 /// The emulator a machine runs on, and so the monitor's backend.
@@ -79,7 +79,7 @@ impl Boot {
             modules: Vec::new(),
             emulator: Emulator::Qemu,
             monitor_options: Vec::new(),
-            qemu_args: Vec::new(),
+            com2: None,
         }
     }
 
@@ -89,10 +89,13 @@ impl Boot {
         self
     }
 
-    /// Captures COM2 (the monitor's trace stream) into the file at `path`.
+    /// Captures COM2 (the monitor's trace stream) into the file at `path`, under either
+    /// emulator. QEMU writes a byte into the file as soon as the monitor gives it to the UART;
+    /// Bochs when its UART has sent it at the programmed baud rate, flushing every byte. With
+    /// both UARTs at one rate, what the monitor gave COM2 is in the file once a COM1 line of 16
+    /// bytes or more (the transmit FIFO's depth) that it printed afterwards has been seen.
     pub fn com2_to_file(mut self, path: &Path) -> Self {
-        self.qemu_args.push("-serial".into());
-        self.qemu_args.push(format!("file:{}", path.display()));
+        self.com2 = Some(path.to_owned());
         self
     }
 
@@ -212,12 +215,6 @@ impl Machine {
         let dir = TempDir::new(vm.unwrap_or("none"))
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         if boot.emulator == Emulator::Bochs {
-            if !boot.qemu_args.is_empty() {
-                return Err(format!(
-                    "QEMU arguments given to Bochs: {:?}",
-                    boot.qemu_args
-                ));
-            }
             return bochs::boot(&boot, dir);
         }
         let mut paths = Vec::with_capacity(boot.modules.len());
@@ -233,7 +230,11 @@ impl Machine {
             .arg(&boot.hv)
             .arg("-append")
             .arg(boot.command_line())
-            .args(&boot.qemu_args)
+            .args(
+                boot.com2
+                    .iter()
+                    .flat_map(|path| ["-serial".into(), format!("file:{}", path.display())]),
+            )
             .arg("-initrd")
             .arg(module_list(&paths)?)
             .stdin(Stdio::piped())
