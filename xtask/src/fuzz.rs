@@ -97,7 +97,8 @@ struct Outcome {
 pub fn run(layout: &Layout, args: &FuzzArgs) -> Result<()> {
     let fuzz_dir = layout.root().join("fuzz");
     let all = list_targets(&fuzz_dir)?;
-    let targets = if args.targets.is_empty() {
+    let every = args.targets.is_empty();
+    let targets = if every {
         all
     } else {
         for t in &args.targets {
@@ -108,7 +109,7 @@ pub fn run(layout: &Layout, args: &FuzzArgs) -> Result<()> {
         args.targets.clone()
     };
     ensure_cargo_fuzz()?;
-    let sanitizer = build(layout, &targets, args.sanitizer)?;
+    let sanitizer = build(layout, (!every).then_some(&targets[..]), args.sanitizer)?;
     let mut rows = Vec::new();
     for target in &targets {
         let outcome = run_target(layout, &fuzz_dir, target, sanitizer, args.secs)?;
@@ -167,15 +168,21 @@ fn cargo_fuzz(layout: &Layout, sub: &str, sanitizer: Sanitizer) -> Command {
     cmd
 }
 
-/// Builds every target once; returns the sanitizer that built. Without an explicit choice a
-/// failed AddressSanitizer build is retried without a sanitizer.
-fn build(layout: &Layout, targets: &[String], choice: Option<Sanitizer>) -> Result<Sanitizer> {
+/// Builds `targets` (`None`: all of them, in one cargo invocation that links in parallel);
+/// returns the sanitizer that built. Without an explicit choice a failed AddressSanitizer
+/// build is retried without a sanitizer.
+fn build(
+    layout: &Layout,
+    targets: Option<&[String]>,
+    choice: Option<Sanitizer>,
+) -> Result<Sanitizer> {
     let sanitizer = choice.unwrap_or(Sanitizer::Address);
-    let build_with = |s: Sanitizer| {
-        targets.iter().try_for_each(|t| {
+    let build_with = |s: Sanitizer| match targets {
+        None => process::run(&mut cargo_fuzz(layout, "build", s)),
+        Some(targets) => targets.iter().try_for_each(|t| {
             let mut cmd = cargo_fuzz(layout, "build", s);
             process::run(cmd.arg(t))
-        })
+        }),
     };
     match build_with(sanitizer) {
         Err(e) if choice.is_none() => {
