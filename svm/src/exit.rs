@@ -14,6 +14,7 @@ pub const VINTR: u64 = 0x64;
 pub const CPUID: u64 = 0x72;
 pub const INVD: u64 = 0x76;
 pub const HLT: u64 = 0x78;
+pub const INVLPGA: u64 = 0x7A;
 pub const IOIO: u64 = 0x7B;
 pub const MSR: u64 = 0x7C;
 pub const SHUTDOWN: u64 = 0x7F;
@@ -32,6 +33,7 @@ pub const MWAIT_CONDITIONAL: u64 = 0x8C;
 pub const XSETBV: u64 = 0x8D;
 pub const NPF: u64 = 0x400;
 pub const INVALID: u64 = u64::MAX;
+const INVALID_32: u64 = 0xFFFF_FFFF;
 
 /// The raw code as the counters and traces carry it (VMEXIT_INVALID becomes 0xFFFF_FFFF).
 pub fn raw_code(code: u64) -> u32 {
@@ -60,9 +62,8 @@ pub fn decode(code: u64, info1: u64, info2: u64, next_rip: Option<u64>) -> ExitI
         NMI => (Exit::ExternalInterrupt, None),
         VINTR => (Exit::InterruptWindow, None),
         VMMCALL => (Exit::Hypercall, next_rip),
-        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | MONITOR | MWAIT | MWAIT_CONDITIONAL => {
-            (Exit::VirtInstruction, None)
-        }
+        VMRUN | VMLOAD | VMSAVE | STGI | CLGI | SKINIT | INVLPGA | MONITOR | MWAIT
+        | MWAIT_CONDITIONAL => (Exit::VirtInstruction, None),
         XSETBV => (Exit::Xsetbv, next_rip),
         INVD | WBINVD => (Exit::CacheFlush, next_rip),
         SHUTDOWN => (Exit::Shutdown, None),
@@ -71,7 +72,8 @@ pub fn decode(code: u64, info1: u64, info2: u64, next_rip: Option<u64>) -> ExitI
             let error_code = has_error_code(vector).then_some(info1 as u32);
             (Exit::Exception { vector, error_code }, None)
         }
-        INVALID => (Exit::InvalidState, None),
+        // VMEXIT_INVALID is -1; some implementations (QEMU) store it as a 32-bit -1.
+        INVALID | INVALID_32 => (Exit::InvalidState, None),
         _ => (Exit::Unknown, None),
     };
     ExitInfo {
@@ -127,7 +129,7 @@ pub fn name(raw: u32) -> &'static str {
         0x77 => "PAUSE",
         HLT => "HLT",
         0x79 => "INVLPG",
-        0x7A => "INVLPGA",
+        INVLPGA => "INVLPGA",
         IOIO => "IOIO",
         MSR => "MSR",
         0x7D => "TASK_SWITCH",
@@ -279,6 +281,8 @@ mod tests {
         assert_eq!(decode(SHUTDOWN, 0, 0, None).exit, Exit::Shutdown);
         assert_eq!(decode(INVALID, 0, 0, None).exit, Exit::InvalidState);
         assert_eq!(decode(INVALID, 0, 0, None).raw, 0xFFFF_FFFF);
+        assert_eq!(decode(0xFFFF_FFFF, 0, 0, None).exit, Exit::InvalidState);
+        assert_eq!(decode(INVLPGA, 0, 0, None).exit, Exit::VirtInstruction);
         assert_eq!(decode(0x77, 0, 0, None).exit, Exit::Unknown);
     }
 

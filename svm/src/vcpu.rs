@@ -16,6 +16,8 @@ const MSR_PAT: u32 = 0x277;
 /// EFER bits a guest may set: SCE, LME, LMA (written by hardware), NXE, FFXSR.
 const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
 const RFLAGS_IF: u64 = 1 << 9;
+const EFER_LME: u64 = 1 << 8;
+const CR0_PG: u64 = 1 << 31;
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 
 /// Permission maps shared by every vCPU (they hold the same policy).
@@ -52,7 +54,9 @@ pub struct SvmVcpu {
 const TRACKED_ASIDS: u32 = 256;
 
 /// Which VMCB last ran with each ASID on this CPU: when more domains exist than ASIDs, domains
-/// share one, and a vCPU entering after another owner flushes the ASID's TLB entries.
+/// share one, and a vCPU entering after another owner flushes the ASID's TLB entries. A VMCB
+/// gives up its entries when dropped, so that a later one at the same address, with the same
+/// ASID, does not inherit its translations.
 static ASID_OWNER: [AtomicU64; TRACKED_ASIDS as usize] =
     [const { AtomicU64::new(0) }; TRACKED_ASIDS as usize];
 
@@ -81,6 +85,8 @@ impl SvmVcpu {
             | misc1::CPUID
             | misc1::INVD
             | misc1::HLT
+            // The guest runs with EFER.SVME set: INVLPGA would flush other ASIDs' entries.
+            | misc1::INVLPGA
             | misc1::IOIO_PROT
             | misc1::MSR_PROT
             | misc1::SHUTDOWN;
@@ -127,6 +133,17 @@ impl SvmVcpu {
         let c = &mut self.vmcb.control;
         let info = c.exit_int_info;
         c.event_inj = if info & event::VALID != 0 { info } else { 0 };
+    }
+}
+
+impl Drop for SvmVcpu {
+    /// A later VMCB may get this one's address and ASID: it must not find this one's TLB
+    /// entries (AMD APM Vol. 2 §15.16: the TLB is tagged by ASID alone).
+    fn drop(&mut self) {
+        let pa = self.vmcb_pa();
+        if let Some(owner) = ASID_OWNER.get(self.vmcb.control.guest_asid as usize) {
+            let _ = owner.compare_exchange(pa, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 }
 
@@ -285,6 +302,10 @@ impl vcpu::Vcpu for SvmVcpu {
         let s = &mut self.vmcb.save;
         match msr {
             MSR_EFER if value & !EFER_GUEST_BITS != 0 => Err(InvalidValue),
+            // LME may not change while paging is on (SDM Vol. 3A §9.8.5; APM Vol. 2 §14.6.1).
+            MSR_EFER if (value ^ s.efer) & EFER_LME != 0 && s.cr0 & CR0_PG != 0 => {
+                Err(InvalidValue)
+            }
             MSR_EFER => {
                 // LMA is maintained by the hardware; the guest's write of it is ignored.
                 let lma = s.efer & (1 << 10);
@@ -370,6 +391,23 @@ mod tests {
         });
         let v = SvmVcpu::new(&shared, 2, 0x5000, &start());
         assert_eq!(v.vmcb.control.guest_asid, 1);
+    }
+
+    #[test]
+    fn a_dropped_vmcb_leaves_its_tlb_entries_to_no_one() {
+        let shared = Shared::new(Features {
+            asids: 2,
+            ..Features::default()
+        });
+        let v = SvmVcpu::new(&shared, 7, 0x5000, &start());
+        let (pa, asid) = (v.vmcb_pa(), v.vmcb.control.guest_asid as usize);
+        ASID_OWNER[asid].store(pa, Ordering::Relaxed);
+        drop(v);
+        assert_ne!(
+            ASID_OWNER[asid].load(Ordering::Relaxed),
+            pa,
+            "a new VMCB at this address flushes the ASID"
+        );
     }
 
     #[test]

@@ -112,6 +112,24 @@ fn build_probe(layout: &Layout) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// The hostile test guest (build/hostile.bzImage): canary and attacker of the hostile suite.
+const HOSTILE: cargo::BinSpec = cargo::BinSpec {
+    package: "hostile",
+    bin: "hostile",
+    feature: "guest",
+};
+
+/// Builds the hostile guest and wraps it into build/hostile.bzImage, as the probe.
+fn build_hostile(layout: &Layout) -> Result<PathBuf> {
+    let exe = cargo::build(layout.root(), &HOSTILE, Profile::Release)?;
+    let elf = fs::read(&exe).context(|| format!("reading {}", exe.display()))?;
+    let image =
+        bzimage::wrap(&elf).context(|| format!("wrapping {} into a bzImage", exe.display()))?;
+    let dest = layout.build_dir().join("hostile.bzImage");
+    process::write_atomically(&dest, &image)?;
+    Ok(dest)
+}
+
 /// Builds the bench guest into build/bench.bzImage (for the monitor) and build/bench.elf (for
 /// QEMU's multiboot loader); returns both.
 fn build_bench(layout: &Layout) -> Result<(PathBuf, PathBuf)> {
@@ -292,12 +310,13 @@ struct Artifacts {
     vmlinux: PathBuf,
     mbtest: PathBuf,
     bench: PathBuf,
+    hostile: PathBuf,
     /// This program, for tests that run `trace report`.
     xtask: PathBuf,
 }
 
 impl Artifacts {
-    fn env(&self) -> [(&'static str, &Path); 8] {
+    fn env(&self) -> [(&'static str, &Path); 9] {
         [
             ("HV_ELF", &self.hv),
             ("HV_PROBE", &self.probe),
@@ -306,6 +325,7 @@ impl Artifacts {
             ("HV_VMLINUX", &self.vmlinux),
             ("HV_MBTEST", &self.mbtest),
             ("HV_BENCH", &self.bench),
+            ("HV_HOSTILE", &self.hostile),
             ("HV_XTASK", &self.xtask),
         ]
     }
@@ -323,20 +343,28 @@ fn test(layout: &Layout, test_args: &[String]) -> Result<()> {
     let probe = phases.run("build probe", || build_probe(layout));
     let mbtest = phases.run("build mbtest", || mbtest::build(layout));
     let bench = phases.run("build bench guest", || build_bench(layout));
+    let hostile = phases.run("build hostile guest", || build_hostile(layout));
     let xtask = std::env::current_exe().ok();
     let guest = phases.run("kernel and initramfs", || default_guest(layout));
     let vmlinux = phases.run("extract vmlinux", || {
         vmlinux::extract_cached(&layout.vmlinuz(), &layout.cache_dir().join("vmlinux"))
     });
     let qemu = phases.run("find QEMU", || qemu::version().map(|v| eprintln!("{v}")));
-    match (hv, probe, guest, qemu, (vmlinux, mbtest), (bench, xtask)) {
+    match (
+        hv,
+        probe,
+        guest,
+        qemu,
+        (vmlinux, mbtest),
+        (bench, xtask, hostile),
+    ) {
         (
             Some(hv),
             Some(probe),
             Some((kernel, initrd)),
             Some(()),
             (Some(vmlinux), Some(mbtest)),
-            (Some((bench, _)), Some(xtask)),
+            (Some((bench, _)), Some(xtask), Some(hostile)),
         ) => {
             let artifacts = Artifacts {
                 hv,
@@ -346,6 +374,7 @@ fn test(layout: &Layout, test_args: &[String]) -> Result<()> {
                 vmlinux,
                 mbtest,
                 bench,
+                hostile,
                 xtask,
             };
             phases.run("integration tests", || {
@@ -362,7 +391,7 @@ fn test(layout: &Layout, test_args: &[String]) -> Result<()> {
 }
 
 /// `cargo test -p tests --release` with the artifacts' absolute paths in HV_ELF, HV_PROBE,
-/// HV_KERNEL, HV_INITRD, HV_VMLINUX and HV_MBTEST.
+/// HV_KERNEL, HV_INITRD, HV_VMLINUX, HV_MBTEST, HV_BENCH, HV_HOSTILE and HV_XTASK.
 fn integration_tests(layout: &Layout, a: &Artifacts, test_args: &[String]) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cmd = integration_test_command(a, test_args, cores);
@@ -412,6 +441,7 @@ mod tests {
             vmlinux: "/w/build/cache/vmlinux".into(),
             mbtest: "/w/build/mbtest.bin".into(),
             bench: "/w/build/bench.bzImage".into(),
+            hostile: "/w/build/hostile.bzImage".into(),
             xtask: "/w/target/debug/xtask".into(),
         }
     }

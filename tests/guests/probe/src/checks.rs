@@ -4,9 +4,9 @@
 use core::arch::x86_64::{__cpuid, CpuidResult};
 use core::fmt;
 
-use crate::insn::{self, Completion, Outcome, Width};
 use crate::report;
-use crate::trap::{Trap, GP, UD};
+use rt::insn::{self, Completion, Outcome, Width};
+use rt::trap::{Trap, GP, UD};
 
 /// An MSR index no CPU implements: outside the ranges Intel (0x0-0x1FFF, 0xC000_0000-0xC000_1FFF)
 /// and AMD (also 0xC001_0000-0xC001_1FFF) define, and below the hypervisor-synthetic ranges

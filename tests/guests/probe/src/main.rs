@@ -2,47 +2,36 @@
 //! it (unknown MSRs, unclaimed ports, unmapped guest-physical memory, SVM instructions, CPUID) and
 //! prints one `PROBE:` line per check on COM1, then `PROBE: done`, then powers off. The
 //! integration tests read those lines. It is not a general test framework: checks run once, in a
-//! fixed order, and a FAIL does not stop the others.
+//! fixed order, and a FAIL does not stop the others. Boot, traps and COM1 come from `rt`.
 #![no_std]
 #![no_main]
 
-mod boot;
 mod checks;
-mod insn;
-mod port;
 mod report;
-mod serial;
-mod trap;
 
-use core::arch::asm;
 use core::panic::PanicInfo;
 
-/// ACPI PM1a control block of the monitor's virtual platform.
-const PM1A_CONTROL: u16 = 0xB004;
-/// SLP_TYP = 5 (S5, soft off) in bits 10..=12, with SLP_EN (bit 13) (ACPI 6.5, 4.8.3.2.1).
-const SLEEP_S5: u16 = 5 << 10 | 1 << 13;
+use rt::trap::Trap;
 
-/// Called by `boot` on the probe's own stack with the loader's boot_params pointer (0 when booted
-/// by multiboot).
-extern "C" fn probe_main(boot_params: u64) -> ! {
-    trap::install();
+rt::entry!(probe_main);
+
+/// Called by the entry on the probe's own stack with the loader's boot_params pointer (0 when
+/// booted by multiboot).
+extern "C" fn probe_main(boot_params: u64, _multiboot_info: u64) -> ! {
+    rt::trap::install(unexpected);
     checks::run(boot_params);
-    serial::line(format_args!("PROBE: done"));
-    power_off()
+    rt::serial::line(format_args!("PROBE: done"));
+    rt::power_off()
 }
 
-/// Enters S5 through the PM1a control register; halts forever if the platform ignores that.
-fn power_off() -> ! {
-    // SAFETY: writing PM1a control only asks the platform to power off.
-    unsafe { port::outw(PM1A_CONTROL, SLEEP_S5) };
-    loop {
-        // SAFETY: interrupts are off, so HLT just stops the CPU.
-        unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
-    }
+/// An exception no check armed: reported as a FAIL, then the probe powers off.
+fn unexpected(trap: Trap, rip: u64) -> ! {
+    report::fail("trap", format_args!("unexpected {trap} at rip {rip:#x}"));
+    rt::power_off()
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     report::fail("panic", format_args!("{info}"));
-    power_off()
+    rt::power_off()
 }

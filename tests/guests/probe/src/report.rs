@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::serial;
+use rt::serial;
 
 /// Reports a passed check.
 pub fn pass(name: &str, what: fmt::Arguments<'_>) {

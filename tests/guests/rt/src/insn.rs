@@ -1,9 +1,10 @@
-//! The instructions the checks execute, each guarded (see `trap`): they return the exception they
-//! raised instead of taking the probe down. Not here: what the checks expect of them.
+//! Instructions the test guests execute, each guarded (see `trap`): they return the exception
+//! they raised instead of taking the guest down. Not here: what a guest expects of them.
 
 use core::fmt;
 
-use crate::trap::{guarded, Trap};
+use crate::guarded;
+use crate::trap::Trap;
 
 /// Size of a memory access.
 #[derive(Clone, Copy)]
@@ -123,9 +124,9 @@ pub unsafe fn read(address: u64, width: Width) -> Result<u64, Trap> {
 /// A store of the low `width` bytes of `value` to the (identity-mapped) address `address`.
 ///
 /// # Safety
-/// The address must be mapped to nothing the probe's memory safety depends on.
+/// The address must be mapped to nothing the guest's memory safety depends on.
 pub unsafe fn write(address: u64, width: Width, value: u64) -> Result<(), Trap> {
-    // SAFETY: the caller vouches that the store hits no memory the probe uses.
+    // SAFETY: the caller vouches that the store hits no memory the guest uses.
     unsafe {
         match width {
             Width::Byte => guarded!("mov byte ptr [{a}], al", a = in(reg) address, in("rax") value),
@@ -154,7 +155,7 @@ pub unsafe fn vmrun(vmcb: u64) -> Result<(), Trap> {
 /// of those are treated as clobbered.
 ///
 /// # Safety
-/// The hypercall must have no effect on the probe's memory.
+/// The hypercall must have no effect on the guest's memory.
 pub unsafe fn vmmcall(call: u64) -> Result<u64, Trap> {
     let result: u64;
     // SAFETY: the caller vouches for the hypercall; every register an ABI may touch is clobbered.

@@ -1,5 +1,5 @@
-//! Output on COM1, the 16550 UART at port 0x3F8: what the probe prints is what the tests read.
-//! Not here: input, interrupts or line settings (the probe only transmits, by polling).
+//! Output on COM1, the 16550 UART at port 0x3F8: what a guest prints is what the
+//! tests read. Not here: input, interrupts or line settings (the guests only transmit, by polling).
 
 use core::fmt;
 

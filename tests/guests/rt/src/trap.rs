@@ -1,11 +1,15 @@
-//! Exception handling of the probe: an IDT whose 256 gates all lead to one recording handler, and
-//! `guarded!`, which runs one instruction that may fault and reports the fault instead of dying.
-//! Not here: what the checks expect (see `checks`).
+//! Exception handling of the test guests: an IDT whose 256 gates all lead to one recording
+//! handler, and `guarded!`, which runs one instruction that may fault and reports the fault
+//! instead of dying. Not here: what a guest expects of its instructions.
 //!
 //! Scheme: before the instruction, the guarded block stores the address just after it in
 //! `RESUME_RIP`; the handler records vector, error code, faulting RIP and CR2, and if a resume
 //! address is armed it rewrites the saved RIP to it, disarms it and returns. A fault with nothing
-//! armed is a bug in the probe or the monitor: it is reported as a FAIL and the guest powers off.
+//! armed is a bug in the guest or the monitor: it goes to the guest's `on_unexpected`.
+//!
+//! With `count_interrupts(true)`, NMIs (vector 2) and vectors 32..=255 are interrupts instead:
+//! the handler counts them per vector, signals EOI to the xAPIC for vectors from 32 on, and
+//! returns to the interrupted instruction, armed or not.
 
 use core::arch::{asm, global_asm};
 use core::fmt;
@@ -14,8 +18,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// `TRAP_VECTOR` value meaning "no exception since the last `arm`".
 const NO_TRAP: u64 = u64::MAX;
 
-/// Code segment selector of the probe's GDT (see `boot`).
-const CODE_SELECTOR: u64 = 0x10;
+use crate::boot::CODE_SELECTOR;
+
+/// Vector of the non-maskable interrupt.
+pub const NMI: u8 = 2;
+/// The xAPIC's EOI register (Intel SDM Vol. 3A 11.8.5), at the default APIC base.
+const XAPIC_EOI: u64 = 0xFEE0_00B0;
 
 /// Where the handler resumes after an exception; 0 when nothing is armed.
 pub static RESUME_RIP: AtomicU64 = AtomicU64::new(0);
@@ -23,6 +31,12 @@ static TRAP_VECTOR: AtomicU64 = AtomicU64::new(NO_TRAP);
 static TRAP_ERROR: AtomicU64 = AtomicU64::new(0);
 static TRAP_RIP: AtomicU64 = AtomicU64::new(0);
 static TRAP_CR2: AtomicU64 = AtomicU64::new(0);
+/// Non-zero while interrupts are counted rather than treated as exceptions.
+static COUNTING: AtomicU64 = AtomicU64::new(0);
+/// Interrupts taken per vector while counting.
+static INTERRUPTS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+/// What an exception with nothing armed calls (a `fn(Trap, u64) -> !`, as an address).
+static ON_UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 
 /// Exception vectors that push an error code (Intel SDM Vol. 3A 6.15, Table 6-1): bit N set for
 /// vector N. Vectors from 32 on are interrupts and never do.
@@ -65,7 +79,24 @@ trap_stub_table:
 
 trap_common:
     pushq %rax
+    cmpq $0, {counting}(%rip)
+    je 3f
     movq 8(%rsp), %rax
+    cmpq $2, %rax
+    je 4f
+    cmpq $32, %rax
+    jb 3f
+    pushq %rdx
+    movabsq ${eoi}, %rdx
+    movl $0, (%rdx)
+    popq %rdx
+4:  shlq $3, %rax
+    addq ${interrupts}, %rax
+    lock incq (%rax)
+    popq %rax
+    addq $16, %rsp
+    iretq
+3:  movq 8(%rsp), %rax
     movq %rax, {vector}(%rip)
     movq 16(%rsp), %rax
     movq %rax, {error}(%rip)
@@ -90,6 +121,9 @@ trap_common:
     cr2 = sym TRAP_CR2,
     resume = sym RESUME_RIP,
     unexpected = sym unexpected,
+    counting = sym COUNTING,
+    interrupts = sym INTERRUPTS,
+    eoi = const XAPIC_EOI,
     options(att_syntax)
 );
 
@@ -123,9 +157,11 @@ struct DescriptorTablePointer {
 
 static mut IDT: [Gate; 256] = [Gate([0; 2]); 256];
 
-/// Fills the IDT with the stubs and loads it.
-pub fn install() {
-    // SAFETY: the probe is single-threaded with interrupts off, so nothing else touches the IDT;
+/// Fills the IDT with the stubs and loads it; an exception with nothing armed calls
+/// `on_unexpected` with the exception and the RIP it was raised at.
+pub fn install(on_unexpected: fn(Trap, u64) -> !) {
+    ON_UNEXPECTED.store(on_unexpected as usize as u64, Ordering::SeqCst);
+    // SAFETY: the guest is single-threaded with interrupts off, so nothing else touches the IDT;
     // `trap_stub_table` is fully initialised data emitted by the assembly above.
     unsafe {
         let idt = &raw mut IDT;
@@ -226,13 +262,14 @@ pub fn taken() -> Result<(), Trap> {
 /// Runs the assembly `$insn` (one instruction, or a few where only the last may fault) with the
 /// given asm! operands, resuming after it if it faults. Evaluates to `Result<(), Trap>`. Must be
 /// used inside `unsafe`: the caller vouches for the instruction like for any `asm!`.
+#[macro_export]
 macro_rules! guarded {
-    ($insn:literal, $($operands:tt)*) => {{
+    ($($insn:literal),+ ; $($operands:tt)*) => {{
         $crate::trap::arm();
         core::arch::asm!(
             "lea {resume_at}, [rip + 2f]",
             "mov qword ptr [rip + {resume}], {resume_at}",
-            $insn,
+            $($insn),+,
             "2:",
             "mov qword ptr [rip + {resume}], 0",
             resume = sym $crate::trap::RESUME_RIP,
@@ -241,10 +278,30 @@ macro_rules! guarded {
         );
         $crate::trap::taken()
     }};
+    ($insn:literal, $($operands:tt)*) => {
+        $crate::guarded!($insn; $($operands)*)
+    };
+    ($insn:literal) => {
+        $crate::guarded!($insn;)
+    };
 }
-pub(crate) use guarded;
 
-/// Called by the handler for an exception nothing armed: reports it and powers off.
+/// Counts NMIs and vectors 32..=255 as interrupts (see the module comment) while `on`.
+pub fn count_interrupts(on: bool) {
+    COUNTING.store(u64::from(on), Ordering::SeqCst);
+}
+
+/// Interrupts taken at `vector` while counting.
+pub fn interrupts(vector: u8) -> u64 {
+    INTERRUPTS[usize::from(vector)].load(Ordering::SeqCst)
+}
+
+/// Interrupts taken at any of the vectors in `range` while counting.
+pub fn interrupts_in(range: core::ops::RangeInclusive<u8>) -> u64 {
+    range.map(interrupts).sum()
+}
+
+/// Called by the handler for an exception nothing armed: hands it to the guest's handler.
 extern "C" fn unexpected() -> ! {
     let trap = Trap {
         vector: TRAP_VECTOR.load(Ordering::SeqCst) as u8,
@@ -252,6 +309,11 @@ extern "C" fn unexpected() -> ! {
         cr2: TRAP_CR2.load(Ordering::SeqCst),
     };
     let rip = TRAP_RIP.load(Ordering::SeqCst);
-    crate::report::fail("trap", format_args!("unexpected {trap} at rip {rip:#x}"));
-    crate::power_off()
+    let handler = ON_UNEXPECTED.load(Ordering::SeqCst);
+    if handler == 0 {
+        crate::power_off()
+    }
+    // SAFETY: `install` stored a `fn(Trap, u64) -> !` here, and nothing else writes it.
+    let handler: fn(Trap, u64) -> ! = unsafe { core::mem::transmute(handler as usize) };
+    handler(trap, rip)
 }
