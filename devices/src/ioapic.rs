@@ -64,6 +64,10 @@ pub struct IoApic {
     inputs: u32,
     /// Edge-triggered pins that saw an asserting edge not yet delivered.
     edge_pending: u32,
+    /// The entries' polarity and mask bits, one bit per pin (set: active low; not masked), as
+    /// `write_indirect`, the only writer of those bits, leaves them.
+    active_low: u32,
+    unmasked: u32,
 }
 
 impl Default for IoApic {
@@ -81,6 +85,8 @@ impl IoApic {
             redirection: [MASKED; PINS],
             inputs: 0,
             edge_pending: 0,
+            active_low: 0,
+            unmasked: 0,
         }
     }
 
@@ -146,6 +152,15 @@ impl IoApic {
                 if *entry & (MASKED | LEVEL_TRIGGERED) != 0 {
                     self.edge_pending &= !(1 << pin);
                 }
+                let mirror = |mask: &mut u32, on: bool| {
+                    *mask = if on {
+                        *mask | 1 << pin
+                    } else {
+                        *mask & !(1 << pin)
+                    };
+                };
+                mirror(&mut self.active_low, *entry & ACTIVE_LOW != 0);
+                mirror(&mut self.unmasked, *entry & MASKED == 0);
             }
             // Version and arbitration ID are read-only.
             _ => {}
@@ -196,7 +211,11 @@ impl IoApic {
     /// and is not sent again until an EOI for its vector. Entries with a reserved delivery
     /// mode send nothing.
     pub fn take_delivery(&mut self) -> Option<Delivery> {
-        for pin in 0..PINS {
+        // Only a latched edge or an asserted input can make an unmasked pin wait.
+        let mut candidates = (self.edge_pending | (self.inputs ^ self.active_low)) & self.unmasked;
+        while candidates != 0 {
+            let pin = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
             if !self.waiting(pin) {
                 continue;
             }

@@ -4,7 +4,10 @@
 //! I/O APIC (ISA IRQ 0 arrives at `layout::PIT_GSI`), and hands the CPU its next interrupt.
 //! PCI bus 0 holds a host bridge and the virtio devices (`add_virtio`), their INTA# lines wired
 //! to I/O APIC pins `layout::PCI_GSI_BASE..`, active low. Queue work happens in
-//! `service_devices`, the one place that needs guest memory.
+//! `service_devices`, the one place that needs guest memory. `refresh`, called before every
+//! guest entry, skips that work and the poll when neither an access nor time can have changed
+//! anything since the last poll, and `next_deadline` and `has_interrupt` answer from what that
+//! poll left.
 //! It is not the exit loop: callers decode instructions and inject what `take_interrupt` gives.
 
 use crate::ioapic::{DeliveryMode, IoApic};
@@ -48,15 +51,16 @@ enum PortDevice {
     Post,
 }
 
+/// Single ports first, then the devices' own ranges.
 fn port_device(port: u16) -> Option<PortDevice> {
     match port {
-        p if p.wrapping_sub(layout::UART_BASE) < 8 => Some(PortDevice::Uart),
+        POST_PORT => Some(PortDevice::Post),
         PORT61 => Some(PortDevice::Port61),
+        p if p.wrapping_sub(layout::UART_BASE) < 8 => Some(PortDevice::Uart),
         p if Pit::claims(p) => Some(PortDevice::Pit),
         p if PicPair::claims(p) => Some(PortDevice::Pic),
         p if Rtc::claims(p) => Some(PortDevice::Rtc),
         p if Pm::claims(p) => Some(PortDevice::Pm),
-        POST_PORT => Some(PortDevice::Post),
         _ => None,
     }
 }
@@ -105,6 +109,15 @@ fn ones(size: u8) -> u64 {
     }
 }
 
+/// What the last `poll` left, valid while `Platform::stale` is clear: no device changes by
+/// itself before `until`, so polling again earlier would change nothing.
+#[derive(Clone, Copy)]
+struct Quiet {
+    until: u64,
+    deadline: Option<u64>,
+    interrupt: bool,
+}
+
 pub struct Platform {
     uart: Uart16550,
     pic: PicPair,
@@ -123,6 +136,10 @@ pub struct Platform {
     virtio: Vec<VirtioPci>,
     /// Asserted PCI interrupt lines, one bit per GSI above `layout::PCI_GSI_BASE`.
     pci_levels: u32,
+    /// Set by every access that may change device state, and while a virtio device has work
+    /// left; cleared by `poll`.
+    stale: bool,
+    quiet: Quiet,
 }
 
 impl Platform {
@@ -142,6 +159,12 @@ impl Platform {
             host_bridge: pci::host_bridge(),
             virtio: Vec::new(),
             pci_levels: 0,
+            stale: true,
+            quiet: Quiet {
+                until: 0,
+                deadline: None,
+                interrupt: false,
+            },
         }
         .with_pci_lines_idle()
     }
@@ -162,6 +185,7 @@ impl Platform {
         }
         let bar = layout::PCI_MMIO_BASE + u64::from(slot) * layout::PCI_BAR_STRIDE;
         let bar = u32::try_from(bar).ok()?;
+        self.stale = true;
         self.virtio
             .push(VirtioPci::new(device, bar, pci::slot_gsi(slot)));
         Some(slot)
@@ -173,6 +197,7 @@ impl Platform {
         if !self.virtio.iter().any(VirtioPci::needs_service) {
             return;
         }
+        self.stale = true;
         let console = &mut self.console;
         for dev in &mut self.virtio {
             dev.service(mem, &mut |bytes| {
@@ -185,6 +210,7 @@ impl Platform {
     /// Takes the oldest frame a NIC sent: copies it into `buf` and returns the NIC's index
     /// (NICs are numbered in the order they were added) and the frame's length.
     pub fn take_net_frame(&mut self, buf: &mut [u8]) -> Option<(u8, usize)> {
+        self.stale = true;
         self.nics_mut().enumerate().find_map(|(i, nic)| {
             let frame = nic.sent()?;
             let len = frame.len().min(buf.len());
@@ -196,6 +222,7 @@ impl Platform {
 
     /// Queues `frame` for NIC `nic`; false when dropped (no such NIC or its inbox is full).
     pub fn deliver_net_frame(&mut self, nic: u8, frame: &[u8]) -> bool {
+        self.stale = true;
         self.nics_mut()
             .nth(usize::from(nic))
             .is_some_and(|n| n.deliver(frame))
@@ -220,6 +247,7 @@ impl Platform {
 
     /// A CONFIG_ADDRESS or CONFIG_DATA read.
     fn pci_read(&mut self, port: u16, size: u8) -> u32 {
+        self.stale = true;
         if port == layout::PCI_CONFIG_ADDRESS {
             return self.pci_ports.address();
         }
@@ -231,6 +259,7 @@ impl Platform {
     }
 
     fn pci_write(&mut self, port: u16, size: u8, value: u32) {
+        self.stale = true;
         if port == layout::PCI_CONFIG_ADDRESS {
             self.pci_ports.set_address(value);
             return;
@@ -329,11 +358,13 @@ impl Platform {
         self.after_port_access(dev);
     }
 
-    /// MMIO read in the APIC windows or a PCI BAR; `None` when no device decodes `gpa`.
+    /// MMIO read in the APIC windows or a PCI BAR; `None` when no device decodes `gpa`. APIC
+    /// register reads change no state.
     pub fn mmio_read(&mut self, gpa: u64, size: u8, now: u64) -> Option<u64> {
         let Some((is_lapic, offset)) = self.apic_window(gpa) else {
             let (dev, offset) = self.virtio_at(gpa)?;
             let value = dev.read(offset, size);
+            self.stale = true;
             // Reading the ISR lowers INTA#.
             self.update_pci_irqs();
             return Some(value);
@@ -360,6 +391,7 @@ impl Platform {
 
     /// MMIO write in the APIC windows or a PCI BAR; false when no device decodes `gpa`.
     pub fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, now: u64) -> bool {
+        self.stale = true;
         let Some((is_lapic, offset)) = self.apic_window(gpa) else {
             let Some((dev, offset)) = self.virtio_at(gpa) else {
                 return false;
@@ -396,7 +428,8 @@ impl Platform {
         true
     }
 
-    /// `None`: not a platform MSR; `Some(Err(()))`: the access raises #GP.
+    /// `None`: not a platform MSR; `Some(Err(()))`: the access raises #GP. Reads change no
+    /// state.
     pub fn msr_read(&mut self, msr: u32, now: u64) -> Option<Result<u64, ()>> {
         Lapic::claims_msr(msr).then(|| self.lapic.msr_read(msr, now).ok_or(()))
     }
@@ -405,11 +438,27 @@ impl Platform {
         if !Lapic::claims_msr(msr) {
             return None;
         }
+        self.stale = true;
         let result = self.lapic.msr_write(msr, value, now);
         Some(result.map(|action| {
             self.handle_lapic_action(action);
             self.route_ioapic_deliveries();
         }))
+    }
+
+    /// Services the virtio devices and polls, unless both would be no-ops: nothing was
+    /// accessed since the last poll (and no device has work left) and no device changes by
+    /// itself before `now`. Call before every guest entry.
+    #[inline]
+    pub fn refresh(&mut self, mem: &mut dyn GuestMemory, now: u64) {
+        if self.stale || now >= self.quiet.until {
+            self.service_and_poll(mem, now);
+        }
+    }
+
+    fn service_and_poll(&mut self, mem: &mut dyn GuestMemory, now: u64) {
+        self.service_devices(mem);
+        self.poll(now);
     }
 
     /// Runs the timers due by `now` and brings every interrupt line up to date.
@@ -426,10 +475,34 @@ impl Platform {
         self.drive_isa_irq(RTC_IRQ, self.rtc.irq_level());
         self.drive_isa_irq(layout::SCI_IRQ, self.pm.sci_level());
         self.route_ioapic_deliveries();
+        // The RTC's flags change on their own schedule whether or not they interrupt (a later
+        // alarm check depends on when the update happened); every other device's state changes
+        // only at its interrupt deadline or when accessed.
+        let deadline = self.compute_next_deadline();
+        let until = [deadline, self.rtc.next_change()]
+            .into_iter()
+            .flatten()
+            .min();
+        self.quiet = Quiet {
+            until: until.unwrap_or(u64::MAX),
+            deadline,
+            interrupt: self.compute_has_interrupt(),
+        };
+        // A device with work left (a frame waiting for receive buffers) is served again.
+        self.stale = self.virtio.iter().any(VirtioPci::needs_service);
     }
 
     /// Earliest TSC time at which some device needs `poll`.
+    #[inline]
     pub fn next_deadline(&self) -> Option<u64> {
+        if self.stale {
+            self.compute_next_deadline()
+        } else {
+            self.quiet.deadline
+        }
+    }
+
+    fn compute_next_deadline(&self) -> Option<u64> {
         [
             self.pit.next_event(),
             self.lapic.next_deadline(),
@@ -441,13 +514,23 @@ impl Platform {
         .min()
     }
 
+    #[inline]
     pub fn has_interrupt(&self) -> bool {
+        if self.stale {
+            self.compute_has_interrupt()
+        } else {
+            self.quiet.interrupt
+        }
+    }
+
+    fn compute_has_interrupt(&self) -> bool {
         self.extint_pending() || self.lapic.pending_vector().is_some()
     }
 
     /// Acknowledges the interrupt the CPU takes now and returns its vector. ExtINT from the
     /// PIC goes first: it bypasses the local APIC's IRR and priority (SDM vol. 3 10.5.1).
     pub fn take_interrupt(&mut self) -> Option<u8> {
+        self.stale = true;
         if self.extint_pending() {
             let vector = self.pic.acknowledge();
             return Some(vector);
@@ -461,12 +544,14 @@ impl Platform {
         self.power_event.take()
     }
 
+    #[inline]
     pub fn pop_console_output(&mut self) -> Option<u8> {
         self.console.pop()
     }
 
     /// Queues a byte for COM1's receiver; false when its FIFO is full.
     pub fn push_console_input(&mut self, byte: u8) -> bool {
+        self.stale = true;
         let accepted = self.uart.push_input(byte);
         self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level());
         self.route_ioapic_deliveries();
@@ -474,6 +559,7 @@ impl Platform {
     }
 
     pub fn press_power_button(&mut self) {
+        self.stale = true;
         self.pm.press_power_button();
         self.drive_isa_irq(layout::SCI_IRQ, self.pm.sci_level());
         self.route_ioapic_deliveries();
@@ -489,6 +575,9 @@ impl Platform {
             return None;
         }
         let dev = port_device(port)?;
+        if size == 1 {
+            return Some(dev);
+        }
         let last = port.checked_add(u16::from(size) - 1)?;
         (port_device(last) == Some(dev)).then_some(dev)
     }
@@ -528,15 +617,35 @@ impl Platform {
     }
 
     /// An access can change the device's IRQ line (IIR reads, register C reads, PM1 writes);
-    /// forwarding it at once keeps every edge visible to the interrupt controllers.
+    /// forwarding it at once keeps every edge visible to the interrupt controllers. POST codes
+    /// change nothing; the PIT's line moves only in `poll`, and the PICs reach the CPU through
+    /// `has_interrupt`, not the I/O APIC. The UART and the PICs have no timer, so what the last
+    /// poll left holds after an access to them but for whether an interrupt is ready.
     fn after_port_access(&mut self, dev: PortDevice) {
-        match dev {
-            PortDevice::Uart => self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level()),
-            PortDevice::Rtc => self.drive_isa_irq(RTC_IRQ, self.rtc.irq_level()),
-            PortDevice::Pm => self.drive_isa_irq(layout::SCI_IRQ, self.pm.sci_level()),
-            _ => {}
-        }
+        let (irq, level) = match dev {
+            PortDevice::Post => return,
+            PortDevice::Pic => return self.interrupt_changed(),
+            PortDevice::Pit | PortDevice::Port61 => {
+                self.stale = true;
+                return;
+            }
+            PortDevice::Uart => {
+                self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level());
+                self.route_ioapic_deliveries();
+                return self.interrupt_changed();
+            }
+            PortDevice::Rtc => (RTC_IRQ, self.rtc.irq_level()),
+            PortDevice::Pm => (layout::SCI_IRQ, self.pm.sci_level()),
+        };
+        self.stale = true;
+        self.drive_isa_irq(irq, level);
         self.route_ioapic_deliveries();
+    }
+
+    /// Brings what the last poll left up to date after an access that changed no device's
+    /// timing.
+    fn interrupt_changed(&mut self) {
+        self.quiet.interrupt = self.compute_has_interrupt();
     }
 
     /// Drives ISA line `irq` to the PICs and the I/O APIC when its level changes.
@@ -978,6 +1087,109 @@ mod tests {
             p.add_virtio(Device::Console(crate::virtio::console::Console)),
             None
         );
+    }
+
+    /// Guest memory for platforms without virtio devices: nothing reads it.
+    struct NoRam;
+
+    impl GuestMemory for NoRam {
+        fn read(&self, gpa: u64, _: &mut [u8]) -> Result<(), crate::mem::OutOfRam> {
+            Err(crate::mem::OutOfRam { gpa })
+        }
+
+        fn write(&mut self, gpa: u64, _: &[u8]) -> Result<(), crate::mem::OutOfRam> {
+            Err(crate::mem::OutOfRam { gpa })
+        }
+    }
+
+    /// Every timer and interrupt path on: PIT, RTC periodic, LAPIC periodic timer, UART THRE
+    /// and the PM timer, through both the PICs and the I/O APIC.
+    fn busy_platform() -> Platform {
+        let mut p = platform();
+        enable_lapic(&mut p);
+        init_pic(&mut p);
+        start_pit(&mut p);
+        route_pin(&mut p, u32::from(layout::PIT_GSI), 0x30, false);
+        route_pin(&mut p, 8, 0x38, false);
+        route_pin(&mut p, u32::from(layout::UART_IRQ), 0x34, false);
+        route_pin(&mut p, u32::from(layout::SCI_IRQ), 0x39, true);
+        for (index, value) in [(0x0A, 0x26), (0x0B, 0x42)] {
+            p.io_write(0x70, 1, index, 0);
+            p.io_write(0x71, 1, value, 0);
+        }
+        p.io_write(layout::UART_BASE + 4, 1, 0x08, 0);
+        p.io_write(layout::UART_BASE + 1, 1, 0x02, 0);
+        p.io_write(layout::PM1A_EVT_BLK + 2, 2, 1, 0);
+        for (reg, value) in [(0x3E0, 0xB), (0x320, 0x41 | 1 << 17), (0x380, 2_000_000)] {
+            p.mmio_write(LAPIC + reg, 4, value, 0);
+        }
+        p
+    }
+
+    #[test]
+    fn refresh_skips_only_polls_that_change_nothing() {
+        // One platform polls before every entry, the other refreshes; the same accesses at the
+        // same times must give the same reads, deadlines and interrupts.
+        let (mut polled, mut refreshed) = (busy_platform(), busy_platform());
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ports = [
+            0x20, 0x21, 0xA0, 0x40, 0x61, 0x71, 0x80, 0x3FA, 0x3FD, 0xB000, 0xB008,
+        ];
+        let mut now = 0;
+        let mut taken = 0;
+        for step in 0..20_000 {
+            now += random(TSC_HZ / 500);
+            let action = random(10);
+            let tpr = random(2) << 6;
+            for p in [&mut polled, &mut refreshed] {
+                match action {
+                    0 => p.io_write(0x80, 1, step, now),
+                    1 => p.io_write(0x70, 1, 0x0C, now),
+                    2 => {
+                        p.mmio_write(LAPIC + EOI, 4, 0, now);
+                    }
+                    3 => {
+                        p.mmio_write(LAPIC + 0x80, 4, tpr, now);
+                    }
+                    4 => p.io_write(layout::UART_BASE, 1, u32::from(b'x'), now),
+                    5 => p.io_write(0x20, 1, 0x20, now),
+                    _ => {}
+                }
+            }
+            if action >= 6 {
+                let port = ports[random(ports.len() as u64) as usize];
+                let a = polled.io_read(port, 1, now);
+                assert_eq!(
+                    refreshed.io_read(port, 1, now),
+                    a,
+                    "port {port:#x} at {now}"
+                );
+            }
+            polled.service_devices(&mut NoRam);
+            polled.poll(now);
+            refreshed.refresh(&mut NoRam, now);
+            assert_eq!(
+                refreshed.next_deadline(),
+                polled.next_deadline(),
+                "at {now}"
+            );
+            assert_eq!(
+                refreshed.has_interrupt(),
+                polled.has_interrupt(),
+                "at {now}"
+            );
+            if polled.has_interrupt() && random(2) == 0 {
+                assert_eq!(refreshed.take_interrupt(), polled.take_interrupt());
+                taken += 1;
+            }
+        }
+        assert!(taken > 1000, "only {taken} interrupts");
     }
 
     #[test]

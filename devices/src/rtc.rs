@@ -242,11 +242,22 @@ impl Rtc {
     /// TSC time at which an enabled interrupt flag may next be set.
     pub fn next_event(&self) -> Option<u64> {
         let b = self.register_b();
-        let update = (b & (B_UIE | B_AIE) != 0 && b & B_SET == 0)
+        self.next_flag(b & (B_UIE | B_AIE) != 0, b & B_PIE != 0)
+    }
+
+    /// TSC time at which `poll` may next set any flag, enabled or not: until then it changes
+    /// nothing.
+    pub fn next_change(&self) -> Option<u64> {
+        self.next_flag(true, true)
+    }
+
+    /// The next update-ended (with the alarm check) and periodic flag times, of those asked.
+    fn next_flag(&self, update: bool, periodic: bool) -> Option<u64> {
+        let update = (update && self.register_b() & B_SET == 0)
             .then(|| (self.last_second + 1).saturating_mul(self.tsc_hz));
         let periodic = self
             .periodic_hz()
-            .filter(|_| b & B_PIE != 0)
+            .filter(|_| periodic)
             .map(|hz| self.period_start(self.last_period.saturating_add(1), hz));
         match (update, periodic) {
             (Some(u), Some(p)) => Some(u.min(p)),
@@ -660,6 +671,30 @@ mod tests {
         rtc.poll(5 * HZ);
         assert!(!rtc.irq_level());
         assert_eq!(rd(&mut rtc, REG_C, 5 * HZ), C_UF | C_PF);
+    }
+
+    #[test]
+    fn flags_change_only_at_next_change() {
+        let mut rtc = Rtc::new(0, EPOCH, HZ);
+        wr(&mut rtc, REG_A, 0x2F, 0); // 2 Hz periodic flag, its interrupt off
+        assert_eq!(rtc.next_event(), None, "no interrupt enabled");
+        assert_eq!(rtc.next_change(), Some(HZ / 2));
+        rtc.poll(HZ / 2 - 1);
+        assert_eq!(rtc.flags, 0, "nothing before next_change");
+        rtc.poll(HZ / 2);
+        assert_eq!(rtc.flags, C_PF);
+        assert_eq!(
+            rtc.next_change(),
+            Some(HZ),
+            "the update and the next period"
+        );
+        wr(&mut rtc, REG_B, B_24H | B_SET, HZ);
+        wr(&mut rtc, REG_A, 0x20, HZ);
+        assert_eq!(
+            rtc.next_change(),
+            None,
+            "SET stops updates, rate 0 the periodic flag"
+        );
     }
 
     #[test]

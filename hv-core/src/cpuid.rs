@@ -11,6 +11,9 @@
 //! CPUID.1:ECX.OSXSAVE[27] (and CPUID.7.0:ECX.OSPKE[4]) mirror CR4, so the host's bits come back
 //! unchanged; the caller patches them from the guest's CR4.OSXSAVE and CR4.PKE.
 //!
+//! `CpuidTable` keeps a domain's answers for subleaf 0 of the low basic and extended leaves,
+//! computed once, so that the common CPUID exits read the host's CPUID not at all.
+//!
 //! Leaves above the host's highest basic or extended leaf, and leaves outside the basic,
 //! hypervisor and extended ranges, return zeros, as AMD does (AMD APM vol. 3, "CPUID"). Intel
 //! instead returns the highest basic leaf's data (SDM vol. 2A, CPUID, "INPUT EAX = 0"), which
@@ -94,6 +97,47 @@ const ECX88_APIC_ID_SIZE: u32 = 0xF << 12;
 // CPUID.0B/1F:ECX[15:8] level types (SDM vol. 2A, CPUID leaf 0BH).
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
+
+/// How many leaves from the start of the basic and of the extended range `CpuidTable` keeps.
+const TABLE_LEAVES: usize = 0x20;
+/// CPUID leaf 0xD reports XSAVE area sizes for the XCR0 in force when it executes (SDM vol. 2A,
+/// CPUID leaf 0DH): it is not a constant, so the table does not keep it.
+const XSAVE_LEAF: u32 = 0xD;
+
+/// One vCPU's answers to subleaf 0 of the first `TABLE_LEAVES` basic and extended leaves,
+/// computed when its domain is created. The monitor runs on one CPU, whose CPUID answers do not
+/// change but for CPUID.1:ECX.OSXSAVE and CPUID.7.0:ECX.OSPKE (which follow the host's CR4 and
+/// which the caller replaces from the guest's CR4 anyway) and leaf 0xD, left out. Every other
+/// leaf and subleaf goes through `guest_cpuid`.
+pub struct CpuidTable {
+    basic: [[u32; 4]; TABLE_LEAVES],
+    extended: [[u32; 4]; TABLE_LEAVES],
+}
+
+impl CpuidTable {
+    pub fn new(policy: &CpuidPolicy, apic_id: u32, host: &dyn Fn(u32, u32) -> [u32; 4]) -> Self {
+        let range = |first: u32| {
+            core::array::from_fn(|i| guest_cpuid(policy, apic_id, first + i as u32, 0, host))
+        };
+        Self {
+            basic: range(0),
+            extended: range(EXT_RANGE_FIRST),
+        }
+    }
+
+    /// The answer to `leaf`.`subleaf` when the table has it.
+    pub fn get(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        if subleaf != 0 || leaf == XSAVE_LEAF {
+            return None;
+        }
+        let range = if leaf >= EXT_RANGE_FIRST {
+            &self.extended
+        } else {
+            &self.basic
+        };
+        range.get((leaf & !EXT_RANGE_FIRST) as usize).copied()
+    }
+}
 
 /// The guest's CPUID `leaf`.`subleaf` on the vCPU whose (x2)APIC ID is `apic_id`, as
 /// `[eax, ebx, ecx, edx]`; `host` executes CPUID on the host.
@@ -380,6 +424,34 @@ mod tests {
                 "leaf {leaf:#x}"
             );
         }
+    }
+
+    #[test]
+    fn table_answers_as_the_policy_does() {
+        let table = CpuidTable::new(&POLICY, 3, &host_pattern);
+        let probes = (0..0x30)
+            .chain(0x4000_0000..0x4000_0002)
+            .chain(0x8000_0000..0x8000_0030);
+        let mut kept = 0;
+        for leaf in probes.chain([0x7FFF_FFFF, 0xFFFF_FFFF]) {
+            for subleaf in [0, 1] {
+                if let Some(answer) = table.get(leaf, subleaf) {
+                    assert_eq!(
+                        answer,
+                        cpuid(leaf, subleaf, &host_pattern),
+                        "{leaf:#x}.{subleaf}"
+                    );
+                    kept += 1;
+                }
+            }
+        }
+        assert_eq!(
+            kept,
+            2 * TABLE_LEAVES - 1,
+            "subleaf 0 of the low leaves but 0xD"
+        );
+        assert_eq!(table.get(XSAVE_LEAF, 0), None, "sizes follow XCR0");
+        assert_eq!(table.get(0x4000_0000, 0), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 use alloc::string::String;
 use core::fmt;
 
-use crate::cpuid::{guest_cpuid, CpuidPolicy};
-use crate::emulate::{self, MmioBus};
+use crate::cpuid::{guest_cpuid, CpuidPolicy, CpuidTable};
+use crate::emulate::{self, MmioBus, Tlb};
 use crate::memory::GuestRam;
 use crate::msr::{self, MsrState};
 use crate::pvclock::{self, PvClock};
@@ -25,6 +25,7 @@ const HYPERCALL_ENOSYS: u64 = (-1000i64) as u64;
 /// How many unmapped accesses a domain gets logged before the log goes quiet.
 const UNMAPPED_LOG_LIMIT: u32 = 32;
 const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PKE: u64 = 1 << 22;
 
 /// Why a domain stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,12 +78,16 @@ pub struct Domain<V: Vcpu> {
     pub platform: Platform,
     pub ram: GuestRam<'static>,
     cpuid: CpuidPolicy,
+    cpuid_table: CpuidTable,
     host_cpuid: HostCpuid,
     msrs: MsrState,
     clock: PvClock,
     /// The last values written to the kvmclock MSRs (system time, wall clock).
     kvmclock_msrs: [u64; 2],
     unmapped_logged: u32,
+    /// The vCPU's recent guest page walks, for the instruction fetches of exits without a next
+    /// RIP and of MMIO emulation.
+    tlb: Tlb,
     /// Exit counters by vCPU and raw exit code (recorded by the scheduler around `handle`).
     pub stats: crate::stats::DomainStats,
 }
@@ -95,21 +100,23 @@ impl<V: Vcpu> Domain<V> {
             vcpu,
             platform,
             ram,
+            cpuid_table: CpuidTable::new(&identity.cpuid, 0, &identity.host_cpuid),
             cpuid: identity.cpuid,
             host_cpuid: identity.host_cpuid,
             msrs: MsrState::default(),
             clock: identity.clock,
             kvmclock_msrs: [0; 2],
             unmapped_logged: 0,
+            tlb: Tlb::new(),
             stats: crate::stats::DomainStats::new(1),
         }
     }
 
     /// Serves virtio queues the guest notified, runs due device timers and queues an interrupt
-    /// (or asks for an interrupt window). Called right before every entry.
+    /// (or asks for an interrupt window). Called right before every entry; the platform skips
+    /// the work when nothing can have changed since the last entry.
     pub fn prepare_entry(&mut self, now: u64) {
-        self.platform.service_devices(&mut self.ram);
-        self.platform.poll(now);
+        self.platform.refresh(&mut self.ram, now);
         if !self.platform.has_interrupt() {
             self.vcpu.request_interrupt_window(false);
         } else if self.vcpu.interruptible() {
@@ -125,8 +132,7 @@ impl<V: Vcpu> Domain<V> {
     /// A halted vCPU has work again when an interrupt is ready for it (frames delivered to its
     /// NICs are moved into its receive buffers first).
     pub fn has_work(&mut self, now: u64) -> bool {
-        self.platform.service_devices(&mut self.ram);
-        self.platform.poll(now);
+        self.platform.refresh(&mut self.ram, now);
         self.platform.has_interrupt()
     }
 
@@ -174,7 +180,8 @@ impl<V: Vcpu> Domain<V> {
             Some(rip) => rip,
             None => {
                 let ctrl = self.vcpu.control_state();
-                match emulate::instruction_length(self.vcpu.regs(), &ctrl, &self.ram) {
+                let regs = self.vcpu.regs();
+                match emulate::instruction_length_cached(&mut self.tlb, regs, &ctrl, &self.ram) {
                     Ok(len) => self.vcpu.regs().rip.wrapping_add(u64::from(len)),
                     Err(e) => {
                         return Next::Stop(StopReason::Crashed(alloc::format!(
@@ -197,11 +204,20 @@ impl<V: Vcpu> Domain<V> {
     fn cpuid(&mut self, info: ExitInfo) -> Next {
         let regs = self.vcpu.regs();
         let (leaf, subleaf) = (regs.gpr[reg::RAX] as u32, regs.gpr[reg::RCX] as u32);
-        let mut out = guest_cpuid(&self.cpuid, 0, leaf, subleaf, &self.host_cpuid);
-        if leaf == 1 {
-            // OSXSAVE mirrors the guest's own CR4 (SDM Vol. 2A, CPUID leaf 1 ECX bit 27).
-            let osxsave = self.vcpu.control_state().cr4 & CR4_OSXSAVE != 0;
-            out[2] = (out[2] & !(1 << 27)) | (u32::from(osxsave) << 27);
+        let mut out = match self.cpuid_table.get(leaf, subleaf) {
+            Some(out) => out,
+            None => guest_cpuid(&self.cpuid, 0, leaf, subleaf, &self.host_cpuid),
+        };
+        // OSXSAVE and OSPKE mirror the guest's own CR4 (SDM Vol. 2A, CPUID leaf 1 ECX bit 27,
+        // leaf 7 subleaf 0 ECX bit 4).
+        let mirror = match (leaf, subleaf) {
+            (1, _) => Some((CR4_OSXSAVE, 27)),
+            (7, 0) => Some((CR4_PKE, 4)),
+            _ => None,
+        };
+        if let Some((cr4_bit, bit)) = mirror {
+            let on = self.vcpu.control_state().cr4 & cr4_bit != 0;
+            out[2] = (out[2] & !(1 << bit)) | (u32::from(on) << bit);
         }
         let gpr = &mut self.vcpu.regs_mut().gpr;
         for (r, v) in [reg::RAX, reg::RBX, reg::RCX, reg::RDX]
@@ -337,7 +353,8 @@ impl<V: Vcpu> Domain<V> {
         };
         let segs = self.vcpu.segments();
         let regs = self.vcpu.regs_mut();
-        match emulate::emulate_mmio(regs, &ctrl, &segs, &mut self.ram, &mut bus, gpa) {
+        let tlb = &mut self.tlb;
+        match emulate::emulate_mmio_cached(tlb, regs, &ctrl, &segs, &mut self.ram, &mut bus, gpa) {
             Ok(()) => self.power_event().unwrap_or(Next::Resume),
             Err(e) => Next::Stop(StopReason::Crashed(alloc::format!(
                 "cannot emulate the access to guest-physical {gpa:#x}: {e}"

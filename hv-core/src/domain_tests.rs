@@ -16,6 +16,8 @@ struct MockVcpu {
     injected: Option<Event>,
     window: bool,
     efer: u64,
+    /// CR4 bits on top of PAE.
+    cr4: u64,
 }
 
 impl Vcpu for MockVcpu {
@@ -33,7 +35,7 @@ impl Vcpu for MockVcpu {
         ControlState {
             cr0: 0x8000_0011,
             cr3: 0x1000,
-            cr4: 0x20,
+            cr4: 0x20 | self.cr4,
             efer: 0x500,
             cs_long: true,
             ..ControlState::default()
@@ -72,7 +74,8 @@ impl Vcpu for MockVcpu {
 fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
     match leaf {
         0 => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
-        1 => [0x00A0_0F11, 0, 0, 0],
+        1 => [0x00A0_0F11, 0, 1 << 27, 0],
+        7 => [0, 0, 1 << 4, 0],
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         _ => [0; 4],
     }
@@ -134,6 +137,26 @@ fn cpuid_fills_registers_and_decodes_its_length_without_nrip() {
         d.vcpu.regs.gpr[reg::RBX],
         u64::from(u32::from_le_bytes(*b"hvmo"))
     );
+}
+
+#[test]
+fn osxsave_and_ospke_follow_the_guest_cr4() {
+    let mut d = domain();
+    let ecx = |d: &mut Domain<MockVcpu>, leaf: u64, cr4: u64| {
+        d.vcpu.cr4 = cr4;
+        d.vcpu.regs.gpr[reg::RAX] = leaf;
+        d.vcpu.regs.gpr[reg::RCX] = 0;
+        assert_eq!(d.handle(exit(Exit::Cpuid, Some(0)), 0), Next::Resume);
+        d.vcpu.regs.gpr[reg::RCX]
+    };
+    assert_eq!(
+        ecx(&mut d, 1, 0) & 1 << 27,
+        0,
+        "the host's OSXSAVE is not the guest's"
+    );
+    assert_ne!(ecx(&mut d, 1, CR4_OSXSAVE) & 1 << 27, 0);
+    assert_eq!(ecx(&mut d, 7, 0) & 1 << 4, 0);
+    assert_ne!(ecx(&mut d, 7, CR4_PKE) & 1 << 4, 0);
 }
 
 #[test]

@@ -205,6 +205,7 @@ impl Control {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
+    #[inline]
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
     }

@@ -1,6 +1,7 @@
 //! The monitor's interrupt descriptor table: exceptions end in a panic report on the serial line
 //! (vector, error code, RIP and every register); the host LAPIC timer vector only acknowledges
-//! the interrupt, since its job is to end a guest's slice (the exit itself is the event).
+//! the interrupt and notes that the timer is no longer armed, since its job is to end a guest's
+//! slice (the exit itself is the event).
 
 use core::arch::{asm, global_asm};
 
@@ -166,7 +167,9 @@ global_asm!(
     "call exception_report",
     ".global timer_stub",
     "timer_stub:",
-    // EOI to the host local APIC (xAPIC MMIO, identity-mapped).
+    // The timer is no longer armed (`timer::HOST_TIMER_ARMED`); EOI to the host local APIC
+    // (xAPIC MMIO, identity-mapped).
+    "mov qword ptr [rip + HOST_TIMER_ARMED], 0",
     "push rax",
     "mov eax, 0xFEE000B0",
     "mov dword ptr [rax], 0",

@@ -1,7 +1,10 @@
 //! Host time: the TSC calibrated against the PIT at boot, and the host local APIC timer that
 //! ends a guest's slice when a virtual device is due (TSC-deadline mode where the CPU has it,
 //! one-shot count mode otherwise). The legacy PICs are remapped out of the exception range and
-//! masked: the monitor takes no host interrupt but its own timer.
+//! masked: the monitor takes no host interrupt but its own timer. The timer is programmed only
+//! when the wanted deadline changes or the timer fired since it was armed, not on every entry.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::cpu::{inb, outb, rdmsr, rdtsc, wrmsr};
 use super::idt::TIMER_VECTOR;
@@ -16,6 +19,13 @@ const REG_CURRENT_COUNT: u64 = 0x390;
 const REG_DIVIDE: u64 = 0x3E0;
 const MSR_APIC_BASE: u32 = 0x1B;
 const MSR_TSC_DEADLINE: u32 = 0x6E0;
+
+/// The TSC deadline the timer is armed for, 0 when it is not: the timer interrupt's handler
+/// (`idt::timer_stub`) clears it, so that `arm` programs the timer again once it fired. The host
+/// takes interrupts only in `cpu::interrupt_window` and `cpu::wait_for_interrupt`, never between
+/// programming the timer and recording it here.
+#[no_mangle]
+static HOST_TIMER_ARMED: AtomicU64 = AtomicU64::new(0);
 
 pub struct HostTimer {
     pub tsc_hz: u64,
@@ -98,11 +108,18 @@ impl HostTimer {
         }
     }
 
-    /// Raises the timer interrupt at TSC time `deadline` (at once if it is past).
+    /// Raises the timer interrupt at TSC time `deadline` (at once if it is past). Nothing to do
+    /// when the timer is still armed for that deadline: an interrupt already due stays pending
+    /// until the host takes it.
     pub fn arm(&self, deadline: u64) {
+        let deadline = deadline.max(1);
+        if HOST_TIMER_ARMED.load(Ordering::Relaxed) == deadline {
+            return;
+        }
+        HOST_TIMER_ARMED.store(deadline, Ordering::Relaxed);
         match self.lapic_per_tsc {
             // SAFETY: TSC-deadline mode was selected because the CPU has the MSR.
-            None => unsafe { wrmsr(MSR_TSC_DEADLINE, deadline.max(1)) },
+            None => unsafe { wrmsr(MSR_TSC_DEADLINE, deadline) },
             Some(rate) => {
                 let delta = deadline.saturating_sub(rdtsc());
                 let count =

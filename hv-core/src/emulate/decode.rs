@@ -1,10 +1,12 @@
 //! Fetching the guest instruction at CS:RIP through the guest's page tables and decoding it
 //! with iced-x86 in the CPU's current mode, plus the instruction-length query for exits that
 //! report no next RIP (a byte-pattern fast path for the common exiting instructions, the full
-//! decoder otherwise).
+//! decoder otherwise). The `_cached` forms translate RIP's page through a `Tlb`; the bytes are
+//! read from guest memory every time, so code the guest rewrote is seen at once.
 //!
 //! It does not execute anything: `mmio` does that.
 
+use super::tlb::Tlb;
 use super::walk::{page_remaining, read_linear, Access, WalkError};
 use super::EmulError;
 use crate::memory::GuestMemory;
@@ -63,32 +65,42 @@ impl Fetched {
     }
 }
 
-fn fetch_bytes(
-    regs: &Regs,
+/// The guest-physical address of the code at `linear`.
+fn code_address(
+    tlb: &mut Tlb,
+    linear: u64,
     ctrl: &ControlState,
     mem: &impl GuestMemory,
-) -> Result<Fetched, EmulError> {
-    let linear = code_linear(regs, ctrl);
-    let access = Access::fetch(ctrl.cpl);
+) -> Result<u64, EmulError> {
+    Ok(tlb.translate(ctrl, mem, linear, Access::fetch(ctrl.cpl))?)
+}
+
+/// The bytes from `linear`, at guest-physical `gpa`, to the end of its page: at most 15.
+fn fetch_head(linear: u64, gpa: u64, mem: &impl GuestMemory) -> Result<Fetched, EmulError> {
     let mut bytes = [0; MAX_INSN_LEN];
-    let first = page_remaining(linear).min(MAX_INSN_LEN);
-    let (head, tail) = bytes.split_at_mut(first);
-    read_linear(ctrl, mem, linear, access, head)?;
-    let tail_fault = if tail.is_empty() {
-        None
-    } else {
-        read_linear(ctrl, mem, linear.wrapping_add(first as u64), access, tail).err()
-    };
-    let len = if tail_fault.is_some() {
-        first
-    } else {
-        MAX_INSN_LEN
-    };
+    let len = page_remaining(linear).min(MAX_INSN_LEN);
+    let head = bytes.get_mut(..len).unwrap_or(&mut []);
+    mem.read(gpa, head)
+        .map_err(|e| WalkError::OutOfRam(e.gpa))?;
     Ok(Fetched {
         bytes,
         len,
-        tail_fault,
+        tail_fault: None,
     })
+}
+
+/// Completes `fetched`, read from `linear`, to 15 bytes from the next page, or notes why it
+/// cannot.
+fn fetch_tail(fetched: &mut Fetched, linear: u64, ctrl: &ControlState, mem: &impl GuestMemory) {
+    let first = fetched.len;
+    let Some(tail) = fetched.bytes.get_mut(first..).filter(|t| !t.is_empty()) else {
+        return;
+    };
+    let next = linear.wrapping_add(first as u64);
+    match read_linear(ctrl, mem, next, Access::fetch(ctrl.cpl), tail) {
+        Ok(()) => fetched.len = MAX_INSN_LEN,
+        Err(fault) => fetched.tail_fault = Some(fault),
+    }
 }
 
 /// Fetches and decodes the instruction at CS:RIP in the current mode. An instruction cut short
@@ -98,7 +110,20 @@ pub fn fetch(
     ctrl: &ControlState,
     mem: &impl GuestMemory,
 ) -> Result<Instruction, EmulError> {
-    let fetched = fetch_bytes(regs, ctrl, mem)?;
+    fetch_cached(&mut Tlb::new(), regs, ctrl, mem)
+}
+
+/// `fetch`, translating RIP's page through `tlb`.
+pub fn fetch_cached(
+    tlb: &mut Tlb,
+    regs: &Regs,
+    ctrl: &ControlState,
+    mem: &impl GuestMemory,
+) -> Result<Instruction, EmulError> {
+    let linear = code_linear(regs, ctrl);
+    let gpa = code_address(tlb, linear, ctrl, mem)?;
+    let mut fetched = fetch_head(linear, gpa, mem)?;
+    fetch_tail(&mut fetched, linear, ctrl, mem);
     decode(&fetched, regs, ctrl)
 }
 
@@ -127,7 +152,31 @@ pub fn instruction_length(
     ctrl: &ControlState,
     mem: &impl GuestMemory,
 ) -> Result<u8, EmulError> {
-    let fetched = fetch_bytes(regs, ctrl, mem)?;
+    instruction_length_cached(&mut Tlb::new(), regs, ctrl, mem)
+}
+
+/// `instruction_length`, translating RIP's page through `tlb`. The common exiting instructions
+/// (at most 3 bytes) are recognised in the 8 bytes at RIP when its page has that many; only
+/// the others are read in full, from the next page too.
+pub fn instruction_length_cached(
+    tlb: &mut Tlb,
+    regs: &Regs,
+    ctrl: &ControlState,
+    mem: &impl GuestMemory,
+) -> Result<u8, EmulError> {
+    let linear = code_linear(regs, ctrl);
+    let gpa = code_address(tlb, linear, ctrl, mem)?;
+    if page_remaining(linear) >= 8 {
+        let first = mem.read_u64(gpa).map(u64::to_le_bytes);
+        if let Some(len) = first.ok().and_then(|b| fast_length(&b)) {
+            return Ok(len);
+        }
+    }
+    let mut fetched = fetch_head(linear, gpa, mem)?;
+    if let Some(len) = fast_length(fetched.bytes()) {
+        return Ok(len);
+    }
+    fetch_tail(&mut fetched, linear, ctrl, mem);
     match fast_length(fetched.bytes()) {
         Some(len) => Ok(len),
         None => decode(&fetched, regs, ctrl).map(|i| i.len() as u8),
@@ -178,6 +227,42 @@ mod tests {
         assert_eq!(fast_length(&[0x2e, 0x0f, 0xa2]), None);
         assert_eq!(fast_length(&[0x0f, 0x01]), None);
         assert_eq!(fast_length(&[]), None);
+    }
+
+    #[test]
+    fn cached_lengths_follow_rewritten_code_and_remapped_pages() {
+        use crate::emulate::testvm::{TestVm, P};
+        let mut vm = TestVm::new(4);
+        let ctrl = vm.long_mode();
+        let la = 0x40_0000;
+        vm.map(la, 0x20_0000, 1, P);
+        vm.map(la + 0x1000, 0x30_0000, 1, P);
+        vm.poke(0x20_0000, &[0x0f, 0xa2]);
+        vm.poke(0x30_0000, &[0xa2]);
+        let mut regs = Regs {
+            rip: la,
+            ..Regs::default()
+        };
+        let mut tlb = Tlb::new();
+        let mut length = |vm: &mut TestVm, regs: &Regs| {
+            instruction_length_cached(&mut tlb, regs, &ctrl, &vm.ram())
+        };
+        assert_eq!(length(&mut vm, &regs), Ok(2), "CPUID");
+        vm.poke(0x20_0000, &[0x2e, 0x0f, 0xa2]);
+        assert_eq!(length(&mut vm, &regs), Ok(3), "rewritten with a prefix");
+        vm.map(la, 0x30_0000, 1, P);
+        // The page now starts A2: MOV moffs8, AL, with its 8-byte address.
+        assert_eq!(length(&mut vm, &regs), Ok(9), "remapped");
+        // CPUID across the page boundary: its second byte comes from the next page.
+        vm.map(la, 0x20_0000, 1, P);
+        vm.poke(0x20_0fff, &[0x0f]);
+        regs.rip = la + 0xfff;
+        assert_eq!(length(&mut vm, &regs), Ok(2), "split CPUID");
+        assert_eq!(
+            length(&mut vm, &regs),
+            instruction_length(&regs, &ctrl, &vm.ram()),
+            "the uncached walk agrees"
+        );
     }
 
     #[test]

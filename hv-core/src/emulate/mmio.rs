@@ -8,9 +8,10 @@
 //! is `EmulError::Unsupported`. Segment limits and types are not checked.
 
 use super::alu::{self, AluOp};
-use super::decode::{bitness, fetch, ip_mask};
+use super::decode::{bitness, fetch_cached, ip_mask};
 use super::gpr::{mask, sign_extend, Gpr};
-use super::walk::{page_remaining, translate, Access, PAGE_SIZE};
+use super::tlb::Tlb;
+use super::walk::{page_remaining, Access, PAGE_SIZE};
 use super::EmulError;
 use crate::memory::GuestMemory;
 use iced_x86::{Instruction, MemorySize, Mnemonic, OpKind, Register};
@@ -35,9 +36,23 @@ pub fn emulate_mmio(
     bus: &mut impl MmioBus,
     gpa: u64,
 ) -> Result<(), EmulError> {
-    let instr = fetch(regs, ctrl, mem)?;
+    emulate_mmio_cached(&mut Tlb::new(), regs, ctrl, segs, mem, bus, gpa)
+}
+
+/// `emulate_mmio`, translating the code and the operands through `tlb`.
+pub fn emulate_mmio_cached(
+    tlb: &mut Tlb,
+    regs: &mut Regs,
+    ctrl: &ControlState,
+    segs: &Segments,
+    mem: &mut impl GuestMemory,
+    bus: &mut impl MmioBus,
+    gpa: u64,
+) -> Result<(), EmulError> {
+    let instr = fetch_cached(tlb, regs, ctrl, mem)?;
     let bits = bitness(ctrl);
     let mut machine = Machine {
+        tlb,
         regs,
         ctrl,
         segs,
@@ -70,6 +85,7 @@ enum Place {
 }
 
 struct Machine<'a, M, B> {
+    tlb: &'a mut Tlb,
     regs: &'a mut Regs,
     ctrl: &'a ControlState,
     segs: &'a Segments,
@@ -320,18 +336,19 @@ impl<M: GuestMemory, B: MmioBus> Machine<'_, M, B> {
 
     /// Translates memory operand `index`, which must be on the faulting page.
     fn mmio_operand(
-        &self,
+        &mut self,
         instr: &Instruction,
         index: u32,
         size: u8,
         write: bool,
     ) -> Result<u64, EmulError> {
-        self.mmio(instr, self.linear(instr, index)?, size, write)
+        let linear = self.linear(instr, index)?;
+        self.mmio(instr, linear, size, write)
     }
 
     /// Translates `linear`, which must be on the faulting page.
     fn mmio(
-        &self,
+        &mut self,
         instr: &Instruction,
         linear: u64,
         size: u8,
@@ -348,7 +365,7 @@ impl<M: GuestMemory, B: MmioBus> Machine<'_, M, B> {
 
     /// Translates a `size`-byte access at `linear`; one that crosses its page is unsupported.
     fn place(
-        &self,
+        &mut self,
         instr: &Instruction,
         linear: u64,
         size: u8,
@@ -362,7 +379,7 @@ impl<M: GuestMemory, B: MmioBus> Machine<'_, M, B> {
             user: self.ctrl.cpl == 3,
             fetch: false,
         };
-        let gpa = translate(self.ctrl, &*self.mem, linear, access)?;
+        let gpa = self.tlb.translate(self.ctrl, &*self.mem, linear, access)?;
         let frame = !(PAGE_SIZE - 1);
         Ok(if gpa & frame == self.gpa & frame {
             Place::Bus(gpa)

@@ -1,7 +1,8 @@
 //! The instruction emulator: what the core needs when the hardware gives no decode assist.
 //! `walk` translates guest linear addresses through the guest's page tables, `decode` fetches
-//! and decodes the instruction at CS:RIP (and measures it for exits without a next RIP), and
-//! `mmio` carries out a faulting device access against an `MmioBus`.
+//! and decodes the instruction at CS:RIP (and measures it for exits without a next RIP), `mmio`
+//! carries out a faulting device access against an `MmioBus`, and `tlb` lets a vCPU reuse its
+//! recent walks after checking that the guest's page tables still give them.
 //!
 //! It is not a general x86 interpreter: only the memory-operand forms that device drivers use
 //! are emulated, and errors say which exception (if any) the core should inject.
@@ -10,13 +11,17 @@ mod alu;
 mod decode;
 mod gpr;
 mod mmio;
+mod tlb;
 pub mod walk;
 
 #[cfg(test)]
 mod testvm;
 
-pub use decode::{bitness, fetch, instruction_length, MAX_INSN_LEN};
-pub use mmio::{emulate_mmio, MmioBus, Segments};
+pub use decode::{
+    bitness, fetch, fetch_cached, instruction_length, instruction_length_cached, MAX_INSN_LEN,
+};
+pub use mmio::{emulate_mmio, emulate_mmio_cached, MmioBus, Segments};
+pub use tlb::Tlb;
 pub use walk::{read_linear, translate, Access, WalkError};
 
 use crate::memory::OutOfRam;

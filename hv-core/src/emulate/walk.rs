@@ -4,7 +4,8 @@
 //! code of §4.7.
 //!
 //! It is a software walker only: it never sets accessed/dirty bits, caches nothing (PAE PDPTEs
-//! are read from CR3 on every walk), does not model SMAP or protection keys, and assumes a
+//! are read from CR3 on every walk; `tlb` caches walks, with the `Trail` of entries each walk
+//! read to check them against), does not model SMAP or protection keys, and assumes a
 //! MAXPHYADDR of 52 (an entry pointing past guest RAM gives `OutOfRam`). It is not the nested
 //! page tables (crate `ept`).
 
@@ -89,21 +90,75 @@ pub fn translate(
     linear: u64,
     access: Access,
 ) -> Result<u64, WalkError> {
+    translate_traced(ctrl, mem, linear, access).map(|(gpa, _)| gpa)
+}
+
+/// The most paging-structure entries one walk reads (5-level paging).
+const MAX_LEVELS: usize = 5;
+
+/// The paging-structure entries one walk read, in order: their guest-physical addresses and
+/// the values seen there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trail {
+    reads: [(u64, u64); MAX_LEVELS],
+    len: u8,
+    /// 4-byte entries (32-bit paging) rather than 8-byte ones.
+    narrow: bool,
+}
+
+impl Trail {
+    fn push(&mut self, gpa: u64, value: u64) {
+        if let Some(slot) = self.reads.get_mut(usize::from(self.len)) {
+            *slot = (gpa, value);
+            self.len += 1;
+        }
+    }
+
+    /// Whether every entry still holds the value the walk saw.
+    pub fn holds(&self, mem: &impl GuestMemory) -> bool {
+        let reads = self.reads.get(..usize::from(self.len)).unwrap_or(&[]);
+        reads.iter().all(|&(gpa, seen)| {
+            let now = if self.narrow {
+                mem.read_u32(gpa).map(u64::from)
+            } else {
+                mem.read_u64(gpa)
+            };
+            now == Ok(seen)
+        })
+    }
+}
+
+/// `translate`, also returning the entries the walk read. The result is a function of the
+/// paging controls in `ctrl` (CR0, CR3, CR4, EFER, CPL), `linear`, `access` and those entries.
+pub fn translate_traced(
+    ctrl: &ControlState,
+    mem: &impl GuestMemory,
+    linear: u64,
+    access: Access,
+) -> Result<(u64, Trail), WalkError> {
     if ctrl.cr0 & CR0_PG == 0 {
         // Without paging linear addresses are 32 bits and map one to one (SDM Vol. 3A §4.1.1).
-        return Ok(linear & 0xffff_ffff);
+        return Ok((linear & 0xffff_ffff, Trail::default()));
     }
-    if ctrl.efer & EFER_LMA != 0 {
+    let (mut walker, gpa) = if ctrl.efer & EFER_LMA != 0 {
         let levels = if ctrl.cr4 & CR4_LA57 != 0 { 5 } else { 4 };
         if !is_canonical(linear, levels) {
             return Err(WalkError::NonCanonical);
         }
-        Walker::new(ctrl, mem, linear, access).walk64(ctrl.cr3 & ADDR_MASK, levels)
+        let mut w = Walker::new(ctrl, mem, linear, access);
+        let gpa = w.walk64(ctrl.cr3 & ADDR_MASK, levels);
+        (w, gpa)
     } else if ctrl.cr4 & CR4_PAE != 0 {
-        Walker::new(ctrl, mem, linear & 0xffff_ffff, access).pae()
+        let mut w = Walker::new(ctrl, mem, linear & 0xffff_ffff, access);
+        let gpa = w.pae();
+        (w, gpa)
     } else {
-        Walker::new(ctrl, mem, linear & 0xffff_ffff, access).legacy()
-    }
+        let mut w = Walker::new(ctrl, mem, linear & 0xffff_ffff, access);
+        w.trail.narrow = true;
+        let gpa = w.legacy();
+        (w, gpa)
+    };
+    gpa.map(|gpa| (gpa, core::mem::take(&mut walker.trail)))
 }
 
 /// True when bits 63 down to the top implemented bit (47 for 4-level, 56 for 5-level paging)
@@ -200,6 +255,7 @@ struct Walker<'a, M> {
     linear: u64,
     access: Access,
     nxe: bool,
+    trail: Trail,
 }
 
 impl<'a, M: GuestMemory> Walker<'a, M> {
@@ -212,11 +268,12 @@ impl<'a, M: GuestMemory> Walker<'a, M> {
             linear,
             access,
             nxe,
+            trail: Trail::default(),
         }
     }
 
     /// PAE paging (SDM Vol. 3A §4.4): four PDPTEs at CR3[31:5], then 2 levels of 64-bit entries.
-    fn pae(&self) -> Result<u64, WalkError> {
+    fn pae(&mut self) -> Result<u64, WalkError> {
         let pdpt = self.ctrl.cr3 & 0xffff_ffe0;
         let pdpte = self.entry64(pdpt + ((self.linear >> 30) & 3) * 8)?;
         if pdpte & PTE_P == 0 {
@@ -230,7 +287,7 @@ impl<'a, M: GuestMemory> Walker<'a, M> {
     }
 
     /// 32-bit paging (SDM Vol. 3A §4.3), with 4 MiB pages under CR4.PSE (PSE-36 high bits).
-    fn legacy(&self) -> Result<u64, WalkError> {
+    fn legacy(&mut self) -> Result<u64, WalkError> {
         let la = self.linear;
         let pde = self.entry32((self.ctrl.cr3 & 0xffff_f000) + ((la >> 22) & 0x3ff) * 4)?;
         if pde & PTE_P == 0 {
@@ -257,7 +314,7 @@ impl<'a, M: GuestMemory> Walker<'a, M> {
     /// Walks `levels` (at least 1) levels of 512-entry tables from `table`, as 4-level and
     /// 5-level paging do (SDM Vol. 3A §4.5) and the last two PAE levels. Level 1 is the page
     /// table.
-    fn walk64(&self, mut table: u64, levels: u32) -> Result<u64, WalkError> {
+    fn walk64(&mut self, mut table: u64, levels: u32) -> Result<u64, WalkError> {
         let mut rights = Rights::ALL;
         let mut level = levels.max(1);
         loop {
@@ -329,18 +386,22 @@ impl<'a, M: GuestMemory> Walker<'a, M> {
         }
     }
 
-    fn entry64(&self, gpa: u64) -> Result<u64, WalkError> {
-        self.mem
+    fn entry64(&mut self, gpa: u64) -> Result<u64, WalkError> {
+        let entry = self
+            .mem
             .read_u64(gpa)
-            .map_err(|e| WalkError::OutOfRam(e.gpa))
+            .map_err(|e| WalkError::OutOfRam(e.gpa))?;
+        self.trail.push(gpa, entry);
+        Ok(entry)
     }
 
-    fn entry32(&self, gpa: u64) -> Result<u64, WalkError> {
-        let mut b = [0; 4];
-        self.mem
-            .read(gpa, &mut b)
+    fn entry32(&mut self, gpa: u64) -> Result<u64, WalkError> {
+        let entry = self
+            .mem
+            .read_u32(gpa)
             .map_err(|e| WalkError::OutOfRam(e.gpa))?;
-        Ok(u32::from_le_bytes(b).into())
+        self.trail.push(gpa, entry.into());
+        Ok(entry.into())
     }
 }
 
