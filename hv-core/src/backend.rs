@@ -50,15 +50,16 @@ fn yes(b: bool) -> &'static str {
 impl Backend {
     /// Detects and enables the CPU's hardware virtualization (VMX on Intel CPUs, SVM on AMD
     /// ones, both tried in that order on others); logs why when there is none.
-    pub fn init() -> Option<Self> {
+    /// `tsc_hz` is the calibrated TSC rate.
+    pub fn init(tsc_hz: u64) -> Option<Self> {
         match vendor() {
-            Vendor::Intel => Self::init_vmx(),
+            Vendor::Intel => Self::init_vmx(tsc_hz),
             Vendor::Amd => Self::init_svm(),
-            Vendor::Other => Self::init_vmx().or_else(Self::init_svm),
+            Vendor::Other => Self::init_vmx(tsc_hz).or_else(Self::init_svm),
         }
     }
 
-    fn init_vmx() -> Option<Self> {
+    fn init_vmx(tsc_hz: u64) -> Option<Self> {
         let f = match vmx::features::detect() {
             Ok(f) => f,
             Err(why) => {
@@ -84,7 +85,12 @@ impl Backend {
         );
         // SAFETY: detect() succeeded on this CPU, and this runs once, on the only CPU.
         match unsafe { vmx::host::enable(&f) } {
-            Ok(host) => Some(Self::Vmx(vmx::Shared::new(f, host))),
+            Ok(host) => {
+                let mut shared = vmx::Shared::new(f, host);
+                // Sizes the VMX-preemption timer backstop to the calibrated TSC.
+                shared.set_tsc_hz(tsc_hz);
+                Some(Self::Vmx(shared))
+            }
             Err(e) => {
                 log::error!("VMXON failed: {e}");
                 None
@@ -153,6 +159,9 @@ impl Backend {
     }
 }
 
+// One lives in each domain and is never moved on the exit path; boxing the larger variant
+// would only add a pointer chase to every exit.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyVcpu {
     Svm(SvmVcpu),
     Vmx(VmxVcpu),

@@ -50,7 +50,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         timer.tsc_hz / 1000,
         timer.mode()
     );
-    let Some(backend) = backend::Backend::init() else {
+    let Some(backend) = backend::Backend::init(timer.tsc_hz) else {
         log::error!("no usable hardware virtualization; halting");
         cpu::halt_forever()
     };

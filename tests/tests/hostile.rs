@@ -269,15 +269,11 @@ mod known_bugs {
     }
 
     #[test]
-    #[ignore = "CR_ACCESS exits are not handled on VMX: vmx/src/exit.rs decode maps them to \
-                Exit::Unknown and the monitor kills the guest instead of injecting #GP"]
     fn vmx_cr_reserved() {
         run("cr-reserved", Emulator::Bochs, OFF);
     }
 
     #[test]
-    #[ignore = "on VMX under Bochs a vCPU spinning with interrupts off is never preempted: the \
-                canary prints nothing for 60 s (host timer exit path of vmx/src/switch.rs)"]
     fn vmx_spin_cli() {
         run("spin-cli", Emulator::Bochs, RUNS);
     }

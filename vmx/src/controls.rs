@@ -47,13 +47,15 @@ pub struct Missing(pub &'static str);
 
 impl Controls {
     /// The monitor's policy: exits on external interrupts, NMIs, HLT, every port, every MSR
-    /// but the pass-through ones, MONITOR/MWAIT; EPT, VPID, unrestricted guest, RDTSCP,
+    /// but the pass-through ones, MONITOR/MWAIT; the VMX-preemption timer (a backstop that
+    /// ends a slice the host timer could not), EPT, VPID, unrestricted guest, RDTSCP,
     /// INVPCID and XSAVES where offered; a 64-bit host; EFER and PAT switched by the CPU.
     /// Acknowledge-interrupt-on-exit stays clear: the interrupt remains pending in the host's
     /// LAPIC and the host takes it through its IDT once it opens an interrupt window.
     pub fn compute(caps: &ControlCaps) -> Result<Self, Missing> {
         let pin =
             (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::NMI_EXITING).bits();
+        let pin_optional = PinbasedControls::VMX_PREEMPTION_TIMER.bits();
         let primary = (PrimaryControls::HLT_EXITING
             | PrimaryControls::UNCOND_IO_EXITING
             | PrimaryControls::USE_MSR_BITMAPS
@@ -102,12 +104,16 @@ impl Controls {
             return Err(Missing(what));
         }
         Ok(Self {
-            pin: adjust(pin, caps.pin),
+            pin: adjust(pin | pin_optional, caps.pin),
             primary: adjust(primary, caps.primary),
             secondary: adjust(secondary_required | secondary_optional, caps.secondary),
             exit: adjust(exit, caps.exit),
             entry: adjust(entry, caps.entry),
         })
+    }
+
+    pub fn has_pin(&self, c: PinbasedControls) -> bool {
+        self.pin & c.bits() == c.bits()
     }
 
     pub fn has_secondary(&self, c: SecondaryControls) -> bool {
@@ -157,6 +163,7 @@ mod tests {
         ));
         assert!(!p.contains(PrimaryControls::INTERRUPT_WINDOW_EXITING));
         assert_eq!(c.pin & 0x16, 0x16, "default-1 pin controls stay set");
+        assert!(c.has_pin(PinbasedControls::VMX_PREEMPTION_TIMER));
         for s in [
             SecondaryControls::ENABLE_EPT,
             SecondaryControls::ENABLE_VPID,
@@ -180,6 +187,13 @@ mod tests {
         let mut caps = skylake();
         caps.secondary = cap(0, 0x20);
         assert_eq!(Controls::compute(&caps), Err(Missing("EPT")));
+        let mut caps = skylake();
+        caps.pin = cap(0x16, 0x3F);
+        let c = Controls::compute(&caps).unwrap();
+        assert!(
+            !c.has_pin(PinbasedControls::VMX_PREEMPTION_TIMER),
+            "the preemption timer is optional"
+        );
         let mut caps = skylake();
         caps.primary = cap(0x0400_6172, 0xEFF9_FFFE);
         assert!(Controls::compute(&caps).is_err());

@@ -36,6 +36,8 @@ pub const ENTRY_FAIL_MACHINE_CHECK: u32 = 41;
 pub const EPT_VIOLATION: u32 = 48;
 pub const EPT_MISCONFIG: u32 = 49;
 pub const INVEPT: u32 = 50;
+/// The VMX-preemption timer counted down to zero (SDM Vol. 3C §26.5.1).
+pub const PREEMPTION_TIMER: u32 = 52;
 pub const INVVPID: u32 = 53;
 pub const WBINVD: u32 = 54;
 pub const XSETBV: u32 = 55;
@@ -60,7 +62,9 @@ pub fn decode(reason: u32, rip: u64, read: Read) -> ExitInfo {
                 exception(read(ro::VMEXIT_INTERRUPTION_INFO) as u32, read),
                 None,
             ),
-            EXTERNAL_INTERRUPT | INIT | SIPI | IO_SMI | OTHER_SMI => {
+            // The preemption timer is the monitor's own slice backstop: like a host
+            // interrupt, it sends the exit loop back to its scheduler.
+            EXTERNAL_INTERRUPT | INIT | SIPI | IO_SMI | OTHER_SMI | PREEMPTION_TIMER => {
                 (Exit::ExternalInterrupt, None)
             }
             TRIPLE_FAULT => (Exit::Shutdown, None),
@@ -384,6 +388,11 @@ mod tests {
             decode(EXTERNAL_INTERRUPT, 0, &none).exit,
             Exit::ExternalInterrupt
         );
+        assert_eq!(
+            decode(PREEMPTION_TIMER, 0, &none).exit,
+            Exit::ExternalInterrupt
+        );
+        assert_eq!(decode(CR_ACCESS, 0, &none).exit, Exit::Unknown);
         assert_eq!(
             decode(INTERRUPT_WINDOW, 0, &none).exit,
             Exit::InterruptWindow

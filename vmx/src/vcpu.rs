@@ -1,7 +1,10 @@
 //! One VMX virtual CPU: its VMCS programmed with the monitor's controls, host state, EPT and
 //! VPID, the guest's start state, event injection with interrupt-window exits, re-injection of
 //! events cut short by an exit (IDT-vectoring information, SDM Vol. 3C §28.2.4), and the
-//! `vcpu::Vcpu` implementation the exit loop drives.
+//! `vcpu::Vcpu` implementation the exit loop drives. The exits the exit loop need not see are
+//! handled here: XSETBV, and the CR0/CR4 writes the guest/host masks make exit (`cr`). Every
+//! entry arms the VMX-preemption timer, where offered, so no guest keeps the CPU longer than
+//! `SLICE_BACKSTOP_MS` even when the host's timer interrupt does not end its slice.
 //!
 //! The guest state the exit loop asks about is read once per exit into a snapshot, and what it
 //! changes is written back right before the next entry, so the trait's methods never depend on
@@ -12,11 +15,14 @@ use alloc::boxed::Box;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use vcpu::{reg, ControlState, Event, Exit, ExitInfo, InvalidValue, Regs, Segments, StartState};
-use x86::vmx::vmcs::control::{EntryControls, PrimaryControls, SecondaryControls};
+use x86::vmx::vmcs::control::{
+    EntryControls, PinbasedControls, PrimaryControls, SecondaryControls,
+};
 use x86::vmx::vmcs::{control, guest, host, ro};
 
+use crate::cr;
 use crate::event::Injection;
-use crate::exit;
+use crate::exit::{self, CrAccess};
 use crate::features::{ept_cap, Features};
 use crate::guest::{self as gs, CrOwnership, Snapshot, SNAPSHOT_FIELDS};
 use crate::guest_msrs::GuestMsrs;
@@ -35,6 +41,12 @@ const CR0_PE: u64 = 1 << 0;
 const CR0_PG: u64 = 1 << 31;
 const RFLAGS_IF: u64 = 1 << 9;
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+/// The longest a guest runs before the preemption timer exits, in milliseconds.
+const SLICE_BACKSTOP_MS: u64 = 10;
+/// The TSC rate assumed until `Shared::set_tsc_hz` gives the calibrated one: a low one, so
+/// the backstop holds on slow TSCs too (Bochs' runs at its instruction rate, not at the
+/// frequency CPUID leaf 16h reports); on a fast TSC the guest merely exits more often.
+const ASSUMED_TSC_HZ: u64 = 100_000_000;
 
 /// What every vCPU on this CPU shares: the capabilities, the host state and the MSR bitmap.
 pub struct Shared {
@@ -42,6 +54,8 @@ pub struct Shared {
     host: HostState,
     msr_bitmap: Box<MsrBitmap>,
     xcr0_supported: u64,
+    /// The VMX-preemption timer value every entry starts from, when the timer is offered.
+    preemption_timer: Option<u32>,
 }
 
 impl Shared {
@@ -51,6 +65,22 @@ impl Shared {
             host,
             msr_bitmap: MsrBitmap::standard(),
             xcr0_supported: crate::xcr0::supported(),
+            preemption_timer: features
+                .controls
+                .has_pin(PinbasedControls::VMX_PREEMPTION_TIMER)
+                .then_some(features.preemption_timer_shift)
+                .flatten()
+                .map(|shift| preemption_timer_value(shift, ASSUMED_TSC_HZ)),
+        }
+    }
+
+    /// Sizes the preemption-timer backstop for the calibrated TSC rate; vCPUs created
+    /// afterwards use it.
+    pub fn set_tsc_hz(&mut self, tsc_hz: u64) {
+        if let Some(shift) = self.features.preemption_timer_shift {
+            if self.preemption_timer.is_some() {
+                self.preemption_timer = Some(preemption_timer_value(shift, tsc_hz));
+            }
         }
     }
 
@@ -90,6 +120,11 @@ pub struct VmxVcpu {
     xcr0_supported: u64,
     /// The VMCS could not be programmed: every run reports `InvalidState`.
     broken: Option<VmFail>,
+    /// What MOV to CR0/CR4 may load, for the writes that exit.
+    cr_rules: cr::Rules,
+    /// How to drop this vCPU's linear translations after an emulated CR write: VPID-tagged
+    /// ones survive VM entries (SDM Vol. 3C §29.1).
+    invvpid: Option<(InvType, u16)>,
 }
 
 type Fields<'a> = &'a [(u32, u64)];
@@ -127,6 +162,11 @@ impl VmxVcpu {
             xcr0: 1,
             xcr0_supported: shared.xcr0_supported,
             broken: None,
+            cr_rules: cr::Rules {
+                cr0_fixed: (f.cr0_guest_fixed(), f.cr0_fixed.1),
+                cr4_fixed: f.cr4_fixed,
+            },
+            invvpid: None,
         };
         v.snapshot.cs_access = gs::access::CODE
             | gs::access::GRANULARITY
@@ -136,6 +176,7 @@ impl VmxVcpu {
                 gs::access::DB
             };
         let vpid = ((id.wrapping_sub(1) % 0xFFFF) + 1) as u16;
+        v.invvpid = invvpid_kind(f).filter(|_| f.vpid()).map(|k| (k, vpid));
         let result = v.program(shared, vpid, eptp, start);
         if let Err(e) = result {
             log::error!("vmx: cannot program the VMCS of vCPU {id}: {e}");
@@ -220,6 +261,11 @@ impl VmxVcpu {
         }
         if f.vpid() {
             write_all(&[(control::VPID, u64::from(vpid))])?;
+        }
+        if let Some(ticks) = shared.preemption_timer {
+            // Without "save VMX-preemption timer value" the field keeps this value and every
+            // entry starts the countdown from it afresh (SDM Vol. 3C §26.7.4).
+            write_all(&[(guest::VMX_PREEMPTION_TIMER_VALUE, u64::from(ticks))])?;
         }
         if f.controls
             .has_secondary(SecondaryControls::ENABLE_XSAVES_XRSTORS)
@@ -355,31 +401,45 @@ fn write_all(fields: Fields) -> Result<(), VmFail> {
     Ok(())
 }
 
+/// The narrowest INVEPT or INVVPID type the CPU offers among `single` and `all`.
+fn inv_kind(f: &Features, single: u64, all: u64) -> Option<InvType> {
+    if f.ept_cap(single) {
+        Some(InvType::SingleContext)
+    } else if f.ept_cap(all) {
+        Some(InvType::AllContext)
+    } else {
+        None
+    }
+}
+
+fn invvpid_kind(f: &Features) -> Option<InvType> {
+    f.ept_cap(ept_cap::INVVPID)
+        .then(|| inv_kind(f, ept_cap::INVVPID_SINGLE, ept_cap::INVVPID_ALL))
+        .flatten()
+}
+
 /// Drops stale guest-physical and VPID-tagged translations before the first entry (another
 /// domain may have used the same tables' frames or VPID number).
 fn flush_tlbs(f: &Features, eptp: u64, vpid: u16) -> Result<(), VmFail> {
-    let kind = |single: u64, all: u64| {
-        if f.ept_cap(single) {
-            Some(InvType::SingleContext)
-        } else if f.ept_cap(all) {
-            Some(InvType::AllContext)
-        } else {
-            None
-        }
-    };
     if f.ept_cap(ept_cap::INVEPT) {
-        if let Some(k) = kind(ept_cap::INVEPT_SINGLE, ept_cap::INVEPT_ALL) {
+        if let Some(k) = inv_kind(f, ept_cap::INVEPT_SINGLE, ept_cap::INVEPT_ALL) {
             // SAFETY: VMX root operation; the CPU supports INVEPT of this type.
             unsafe { vmcs::invept(k, eptp)? };
         }
     }
-    if f.vpid() && f.ept_cap(ept_cap::INVVPID) {
-        if let Some(k) = kind(ept_cap::INVVPID_SINGLE, ept_cap::INVVPID_ALL) {
-            // SAFETY: as above; `vpid` is not 0.
-            unsafe { vmcs::invvpid(k, vpid)? };
-        }
+    if let Some(k) = invvpid_kind(f).filter(|_| f.vpid()) {
+        // SAFETY: as above; `vpid` is not 0.
+        unsafe { vmcs::invvpid(k, vpid)? };
     }
     Ok(())
+}
+
+/// The preemption-timer value that lasts `SLICE_BACKSTOP_MS` on a TSC of `tsc_hz` when the
+/// timer counts every 2^`shift` TSC ticks (SDM Vol. 3C §26.5.1); at least 1, since 0 exits
+/// before the guest runs an instruction.
+fn preemption_timer_value(shift: u8, tsc_hz: u64) -> u32 {
+    let ticks = tsc_hz.saturating_mul(SLICE_BACKSTOP_MS) / 1000;
+    (ticks >> shift.min(63)).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// A PAT value is valid when every entry is a defined memory type (SDM Vol. 3A §13.12.2).
@@ -438,6 +498,97 @@ impl VmxVcpu {
         }
     }
 
+    /// Carries out the guest's CR0/CR4 write that exited (a bit the monitor owns through the
+    /// guest/host masks): the shadow takes the guest's value, the register the value with the
+    /// VMX fixed bits, EFER.LMA and "IA-32e mode guest" follow CR0.PG, or the guest gets
+    /// #GP(0). False for the accesses the backend does not emulate (CR3, CR8).
+    fn cr_access(&mut self) -> bool {
+        let g = self.guest_view();
+        let gpr = |n: u8| self.regs.gpr.get(usize::from(n)).copied().unwrap_or(0);
+        let (is_cr0, result) = match CrAccess::decode(read(ro::EXIT_QUALIFICATION)) {
+            CrAccess::MovToCr { cr: 0, gpr: n } => (true, self.cr_rules.cr0(&g, gpr(n))),
+            CrAccess::MovToCr { cr: 4, gpr: n } => (false, self.cr_rules.cr4(&g, gpr(n))),
+            CrAccess::Clts => (true, self.cr_rules.clts(&g)),
+            CrAccess::Lmsw { source, .. } => (true, self.cr_rules.lmsw(&g, source)),
+            _ => return false,
+        };
+        let Ok(update) = result else {
+            self.pending = Some(Injection::of(Event::Exception {
+                vector: vcpu::vector::GP,
+                error_code: Some(0),
+            }));
+            return true;
+        };
+        let next = self.regs.rip.wrapping_add(read(ro::VMEXIT_INSTRUCTION_LEN));
+        let applied = if is_cr0 {
+            self.load_cr0(&g, &update)
+        } else {
+            self.load_cr4(&g, &update)
+        };
+        match applied {
+            Ok(()) => self.regs.rip = next,
+            Err(e) => {
+                log::error!("vmx: cannot load the guest's control register: {e}");
+                self.broken = Some(e);
+            }
+        }
+        true
+    }
+
+    /// The control registers and EFER as the guest sees them.
+    fn guest_view(&self) -> cr::Guest {
+        let c = self.snapshot.control_state(&self.own);
+        cr::Guest {
+            cr0: c.cr0,
+            cr3: c.cr3,
+            cr4: c.cr4,
+            efer: c.efer,
+            cs_long: c.cs_long,
+        }
+    }
+
+    fn load_cr0(&mut self, old: &cr::Guest, u: &cr::Update) -> Result<(), VmFail> {
+        write_all(&[
+            (guest::CR0, u.hardware),
+            (control::CR0_READ_SHADOW, u.shadow),
+        ])?;
+        self.own.cr0_shadow = u.shadow;
+        self.snapshot.cr0 = u.hardware;
+        if u.efer != old.efer {
+            // SDM Vol. 3C §27.3.1.1: "IA-32e mode guest" must equal EFER.LMA at entry; a VM
+            // exit stores LMA back into it (§28.2), so only emulated changes need this.
+            let ia32e = EntryControls::IA32E_MODE_GUEST.bits();
+            let entry = read(control::VMENTRY_CONTROLS) as u32 & !ia32e;
+            let entry = entry | if u.long_mode() { ia32e } else { 0 };
+            write_all(&[
+                (guest::IA32_EFER_FULL, u.efer),
+                (control::VMENTRY_CONTROLS, u64::from(entry)),
+            ])?;
+            self.snapshot.efer = u.efer;
+        }
+        self.flush_linear(old.cr0 ^ u.shadow, cr::CR0_PAGING_BITS)
+    }
+
+    fn load_cr4(&mut self, old: &cr::Guest, u: &cr::Update) -> Result<(), VmFail> {
+        write_all(&[
+            (guest::CR4, u.hardware),
+            (control::CR4_READ_SHADOW, u.shadow),
+        ])?;
+        self.own.cr4_shadow = u.shadow;
+        self.snapshot.cr4 = u.hardware;
+        self.flush_linear(old.cr4 ^ u.shadow, cr::CR4_PAGING_BITS)
+    }
+
+    /// Drops this vCPU's VPID-tagged translations when `changed` touches `paging` bits, as the
+    /// guest's own MOV to CR would have (SDM Vol. 3A §4.10.4.1).
+    fn flush_linear(&self, changed: u64, paging: u64) -> Result<(), VmFail> {
+        match self.invvpid {
+            // SAFETY: VMX root operation; the CPU supports INVVPID of this type; vpid ≠ 0.
+            Some((kind, vpid)) if changed & paging != 0 => unsafe { vmcs::invvpid(kind, vpid) },
+            _ => Ok(()),
+        }
+    }
+
     fn enter(&mut self) -> ExitInfo {
         if let Some(e) = self.broken {
             log::error!("vmx: vCPU unusable: {e}");
@@ -465,14 +616,16 @@ impl VmxVcpu {
 }
 
 impl vcpu::Vcpu for VmxVcpu {
-    /// Enters the guest; XSETBV exits are handled here and the guest re-entered.
+    /// Enters the guest; XSETBV and CR0/CR4 write exits are handled here and the guest
+    /// re-entered.
     fn run(&mut self) -> ExitInfo {
         loop {
             let info = self.enter();
-            if info.raw != exit::XSETBV {
-                return info;
+            match info.raw {
+                exit::XSETBV => self.xsetbv(&info),
+                exit::CR_ACCESS if self.cr_access() => {}
+                _ => return info,
             }
-            self.xsetbv(&info);
         }
     }
 
@@ -581,6 +734,15 @@ mod tests {
             "LME with paging on"
         );
         assert_eq!(new_efer(0, 0, EFER_LME), Ok(EFER_LME));
+    }
+
+    #[test]
+    fn the_preemption_timer_lasts_the_backstop() {
+        // 10 ms of a 2 GHz TSC is 20 M ticks; at 2^5 ticks per count, 625 000 counts.
+        assert_eq!(preemption_timer_value(5, 2_000_000_000), 625_000);
+        assert_eq!(preemption_timer_value(0, 1000), 10);
+        assert_eq!(preemption_timer_value(31, 1000), 1, "never 0");
+        assert_eq!(preemption_timer_value(0, u64::MAX), u32::MAX);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the PVH and multiboot loaders share: entry in 32-bit flat protected mode with paging
-//! off (their GDT and the register state), the guest's E820-style memory map (the layout the
-//! Linux loader also uses), the low-memory area holding the boot information, boot modules
+//! off (their GDT and the register state), the guest's E820-style memory map (which the Linux
+//! loader writes too), the low-memory area holding the boot information, boot modules
 //! placed after the kernel, and their errors.
 //!
 //! It is neither boot protocol's information format (see `pvh` and `multiboot`) and does not

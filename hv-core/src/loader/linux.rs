@@ -27,6 +27,7 @@ use core::fmt;
 use core::ops::Range;
 
 use super::acpi::{self, AcpiBuildError};
+use super::boot32::memory_map;
 use super::bzimage::{BzImage, BzImageError, CAN_USE_HEAP, SETUP_HEADER_START};
 use crate::memory::{GuestMemory, OutOfRam};
 
@@ -84,9 +85,6 @@ const LOADER_UNDEFINED: u8 = 0xFF;
 const HEAP_END_PTR: u16 = 0xFE00;
 /// boot_params.acpi_rsdp_addr is honoured from protocol 2.14 on.
 const RSDP_ADDR_PROTOCOL: u16 = 0x020E;
-
-const E820_RAM: u32 = 1;
-const E820_RESERVED: u32 = 2;
 
 const PAGE: u64 = 0x1000;
 const PTE_PRESENT: u64 = 1 << 0;
@@ -346,18 +344,13 @@ fn fill_boot_params(zero_page: &mut [u8; zp::SIZE], image: &BzImage<'_>, ram_siz
     if image.header.version >= RSDP_ADDR_PROTOCOL {
         put(zero_page, zp::ACPI_RSDP_ADDR, &rsdp.to_le_bytes());
     }
-    let e820 = [
-        (0, LOW_RAM_END, E820_RAM),
-        (LOW_RAM_END, 0xA0000, E820_RESERVED),
-        (ACPI_ADDR, HIGH_MEMORY, E820_RESERVED),
-        (HIGH_MEMORY, ram_size, E820_RAM),
-    ];
+    let e820 = memory_map(ram_size);
     zero_page[zp::E820_ENTRIES] = e820.len() as u8;
-    for (i, (start, end, kind)) in e820.into_iter().enumerate() {
+    for (i, range) in e820.into_iter().enumerate() {
         let at = zp::E820_TABLE + 20 * i;
-        put(zero_page, at, &start.to_le_bytes());
-        put(zero_page, at + 8, &(end - start).to_le_bytes());
-        put(zero_page, at + 16, &kind.to_le_bytes());
+        put(zero_page, at, &range.addr.to_le_bytes());
+        put(zero_page, at + 8, &range.len.to_le_bytes());
+        put(zero_page, at + 16, &range.kind.to_le_bytes());
     }
 }
 

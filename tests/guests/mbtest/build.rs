@@ -1,5 +1,6 @@
-//! Build script of the multiboot test guest: links the `mbtest` binary with `mbtest.ld` when
-//! building for bare metal. It is not involved in host builds, where the binary is not built.
+//! Build script of the multiboot test guest: links the `mbtest` binary with the test guests'
+//! layout, `../rt/guest.ld`, when building for bare metal. It is not involved in host builds,
+//! where the binary is not built at all.
 
 use std::env;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 fn main() {
     let script =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join("mbtest.ld");
+            .join("../rt/guest.ld");
     println!("cargo:rerun-if-changed={}", script.display());
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg-bins=-T{}", script.display());

@@ -6,11 +6,11 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use rt::boot::CODE_SELECTOR;
+
 /// The vector of the LAPIC timer and of the self-IPI.
 pub const VECTOR: u8 = 0x40;
 const UD: usize = 6;
-/// Code segment selector of the guest's GDT (see `boot`).
-const CODE_SELECTOR: u64 = 0x10;
 
 /// #UD exceptions taken.
 pub static UD_TAKEN: AtomicU64 = AtomicU64::new(0);

@@ -24,8 +24,6 @@
 #![no_std]
 #![no_main]
 
-mod boot;
-mod cmdline;
 mod idt;
 mod io;
 mod ops;
@@ -48,11 +46,16 @@ const LAPIC_READS: u32 = 200;
 const ROUNDS: u64 = 100;
 const WARM_UP: u64 = 10;
 
-/// Called by `boot` on the guest's own stack.
-extern "C" fn bench_main(boot_params: u64, multiboot_info: u64) -> ! {
+rt::entry!(bench_main);
+
+/// Called by the entry on the guest's own stack.
+extern "C" fn bench_main(boot_params: u64, multiboot_info: u64, _multiboot_magic: u64) -> ! {
     idt::install();
-    let line = cmdline::get(boot_params, multiboot_info);
-    if cmdline::has_word(line, "bench") {
+    let line = match boot_params {
+        0 => rt::cmdline::from_multiboot(multiboot_info),
+        _ => rt::cmdline::get(boot_params),
+    };
+    if rt::cmdline::has_word(line, "bench") {
         bench();
     } else {
         count();

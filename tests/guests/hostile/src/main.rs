@@ -37,7 +37,7 @@ use rt::trap::Trap;
 
 rt::entry!(hostile_main);
 
-extern "C" fn hostile_main(boot_params: u64, _multiboot_info: u64) -> ! {
+extern "C" fn hostile_main(boot_params: u64, _multiboot_info: u64, _multiboot_magic: u64) -> ! {
     rt::trap::install(unexpected);
     let cmdline = rt::cmdline::get(boot_params);
     if rt::cmdline::has_word(cmdline, "canary") {

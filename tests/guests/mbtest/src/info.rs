@@ -31,9 +31,9 @@ fn string(addr: u32) -> &'static str {
     core::str::from_utf8(&bytes[..len]).unwrap_or("<not UTF-8>")
 }
 
-pub fn report(magic: u32, info: u32) {
+/// Prints the magic and the information at `info`, both as the loader left them in EAX and EBX.
+pub fn report(magic: u64, info: u64) {
     say!("MBTEST: magic {magic:#x}");
-    let info = u64::from(info);
     let flags = u32_at(info);
     say!("MBTEST: flags {flags:#x}");
     if flags & FLAG_MEMORY != 0 {

@@ -17,7 +17,7 @@ rt::entry!(probe_main);
 
 /// Called by the entry on the probe's own stack with the loader's boot_params pointer (0 when
 /// booted by multiboot).
-extern "C" fn probe_main(boot_params: u64, _multiboot_info: u64) -> ! {
+extern "C" fn probe_main(boot_params: u64, _multiboot_info: u64, _multiboot_magic: u64) -> ! {
     rt::trap::install(unexpected);
     checks::run(boot_params);
     rt::serial::line(format_args!("PROBE: done"));

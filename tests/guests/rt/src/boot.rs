@@ -1,10 +1,11 @@
 //! Entry points of the test guests, as a macro each guest expands once: `rt::entry!(main)`
 //! places the 64-bit entry of the Linux boot protocol at 0x100200 and, for booting a guest
 //! straight on QEMU without the monitor, a multiboot1 header (a.out kludge) with a 32-bit entry
-//! that switches to long mode itself. Both end in `main(boot_params, multiboot_info)` (the other
-//! one 0) on the guest's own stack, GDT and data segments. A macro rather than code in this
-//! library because nothing references the entry: the linker would leave it out of the image.
-//! Not here: the IDT (see `trap`); the layout is `guest.ld`.
+//! that switches to long mode itself. Both end in `main(boot_params, multiboot_info,
+//! multiboot_magic)` on the guest's own stack, GDT and data segments: boot_params from the Linux
+//! entry, the other two from the multiboot entry's EBX and EAX, what an entry does not give 0.
+//! A macro rather than code in this library because nothing references the entry: the linker
+//! would leave it out of the image. Not here: the IDT (see `trap`); the layout is `guest.ld`.
 //!
 //! Linux boot protocol (Documentation/arch/x86/boot.rst, "64-bit Boot Protocol"): the 64-bit
 //! entry is the protected-mode load address plus 0x200, entered in long mode with the loaded
@@ -18,15 +19,16 @@ pub const STACK_BYTES: usize = 64 * 1024;
 /// Code segment selector of the guests' GDT.
 pub const CODE_SELECTOR: u64 = 0x10;
 
-/// Emits the entry points; `$main` is an `extern "C" fn(boot_params: u64, multiboot_info: u64)
-/// -> !`.
+/// Emits the entry points; `$main` is an `extern "C" fn(boot_params: u64, multiboot_info: u64,
+/// multiboot_magic: u64) -> !`.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
         // The head at 0x100000: a halt loop where a bzImage has its 32-bit entry (`hlt; jmp`
         // encodes the same in 32- and 64-bit mode), then the multiboot1 header (Multiboot
-        // Specification 0.6.96, section 3.1; flag bit 16 gives the load addresses explicitly,
-        // which QEMU needs for an ELF64).
+        // Specification 0.6.96, section 3.1: flag bits 0 and 1 ask for page-aligned modules and
+        // the memory information, bit 16 gives the load addresses explicitly, which QEMU needs
+        // for an ELF64, and which lets the image be a flat binary).
         core::arch::global_asm!(
             r#"
             .section .head, "ax"
@@ -35,8 +37,8 @@ macro_rules! entry {
             .balign 4
         multiboot_header:
             .long 0x1BADB002
-            .long 0x00010000
-            .long -(0x1BADB002 + 0x00010000)
+            .long 0x00010003
+            .long -(0x1BADB002 + 0x00010003)
             .long multiboot_header
             .long __image_start
             .long __data_end
@@ -49,7 +51,7 @@ macro_rules! entry {
         // The multiboot path: entered in 32-bit protected mode with paging off (EAX =
         // 0x2BADB002, EBX = multiboot info). Identity-maps the first 4 GiB with 2 MiB pages,
         // enables long mode (Intel SDM Vol. 3A 10.8.5: PAE, then EFER.LME, then CR0.PG; none of
-        // it touches EBX) and joins the common 64-bit path with no boot_params.
+        // it touches EBX; EBP keeps EAX) and joins the common 64-bit path with no boot_params.
         core::arch::global_asm!(
             r#"
             .section .boot_tables, "aw", @nobits
@@ -63,6 +65,7 @@ macro_rules! entry {
         multiboot_entry32:
             cli
             cld
+            movl %eax, %ebp
             movl $boot_pml4, %edi
             xorl %eax, %eax
             movl $(6 * 4096 / 4), %ecx
@@ -102,6 +105,7 @@ macro_rules! entry {
         multiboot_entry64:
             xorl %r12d, %r12d
             movl %ebx, %r13d
+            movl %ebp, %r14d
             jmp rt_common_entry64
             "#,
             options(att_syntax)
@@ -109,7 +113,7 @@ macro_rules! entry {
 
         // The Linux 64-bit entry: clears .bss (the boot protocol does not), switches to the
         // guest's stack and GDT, reloads every segment register and calls
-        // `main(boot_params, multiboot_info)`.
+        // `main(boot_params, multiboot_info, multiboot_magic)`.
         core::arch::global_asm!(
             r#"
             .section .rodata.gdt, "a"
@@ -138,6 +142,7 @@ macro_rules! entry {
             cld
             movq %rsi, %r12
             xorl %r13d, %r13d
+            xorl %r14d, %r14d
         rt_common_entry64:
             leaq __bss_start(%rip), %rdi
             leaq __bss_end(%rip), %rcx
@@ -158,6 +163,7 @@ macro_rules! entry {
             lretq
         1:  movq %r12, %rdi
             movq %r13, %rsi
+            movq %r14, %rdx
             call {main}
         2:  hlt
             jmp 2b

@@ -1,4 +1,4 @@
-//! Runtime shared by the bare-metal test guests (the probe and the hostile guest): the boot
+//! Runtime shared by the bare-metal test guests (probe, hostile, bench, mbtest): the boot
 //! entry points (`entry!`), an IDT that turns exceptions into values (`trap`, `guarded!`) and can
 //! count interrupts, guarded instructions (`insn`), COM1 output, port I/O, the kernel command
 //! line and ACPI power-off. It is not a kernel: no allocator, no scheduler, no paging of its own.
