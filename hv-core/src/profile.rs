@@ -18,6 +18,7 @@ use spin::Mutex;
 use crate::backend::{AnyVcpu, Backend};
 use crate::bare::{com2, cpu::rdtsc};
 use crate::launch::Vm;
+use hv_core::console::command::TraceSetting;
 use hv_core::domain::StopReason;
 use hv_core::modules;
 use hv_core::stats::Summary;
@@ -70,6 +71,36 @@ pub fn init(cmdline: &str, tsc_hz: u64, backend: &Backend) {
         Backend::Vmx(_) => trace::VENDOR_VMX,
     };
     emit(Record::tsc_hz(CPU, rdtsc(), tsc_hz, vendor));
+}
+
+/// Applies the console's `trace` command and says what tracing does now. Turning it on
+/// streams to COM2 when the machine has that UART, and always keeps the per-CPU ring.
+pub fn set_trace(setting: TraceSetting) -> alloc::string::String {
+    match setting {
+        TraceSetting::Show => {}
+        TraceSetting::On => {
+            if !STREAM.load(Ordering::Relaxed) && com2::init() {
+                STREAM.store(true, Ordering::Relaxed);
+            }
+            CONTROL.set_enabled(true);
+        }
+        TraceSetting::Off => CONTROL.set_enabled(false),
+        TraceSetting::Domain(id) => CONTROL.set_domain(id),
+        TraceSetting::Classes(mask) => CONTROL.set_classes(mask),
+    }
+    let (domain, classes) = CONTROL.filter();
+    let sink = if STREAM.load(Ordering::Relaxed) {
+        "COM2 and the ring"
+    } else {
+        "the ring"
+    };
+    match (CONTROL.enabled(), domain) {
+        (false, _) => alloc::string::String::from("tracing is off"),
+        (true, Some(id)) => {
+            alloc::format!("tracing domain {id} to {sink}, classes {classes:#010x}")
+        }
+        (true, None) => alloc::format!("tracing every domain to {sink}, classes {classes:#010x}"),
+    }
 }
 
 fn emit(record: Record) {

@@ -392,6 +392,7 @@ impl Monitor {
             Command::Help => say!("{HELP}"),
             Command::List => self.list(),
             Command::Info => self.info(),
+            Command::Trace(setting) => say!("{}\n", profile::set_trace(setting)),
             Command::Dmesg => {
                 let log = serial::recent_log();
                 let mut c = CONSOLE.lock();

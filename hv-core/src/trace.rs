@@ -221,6 +221,15 @@ impl Control {
         self.classes.store(mask, Ordering::Relaxed);
     }
 
+    /// The domain filter (`None`: every domain) and the class mask.
+    pub fn filter(&self) -> (Option<u32>, u32) {
+        let d = self.domain.load(Ordering::Relaxed);
+        (
+            (d != ALL_DOMAINS).then_some(d),
+            self.classes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Whether an event of domain `domain` is traced now.
     #[inline]
     pub fn wants(&self, domain: u32, event: u32) -> bool {

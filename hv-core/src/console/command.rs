@@ -62,6 +62,21 @@ pub enum Command {
         iterations: Option<u32>,
         delay_secs: u32,
     },
+    /// `trace [on|off|dom ID|dom all|class MASK]`: the exit trace at run time.
+    Trace(TraceSetting),
+}
+
+/// What `trace` changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceSetting {
+    /// Shows the current setting.
+    Show,
+    On,
+    Off,
+    /// Only this domain, or every domain.
+    Domain(Option<u32>),
+    /// Only events of these classes (xentrace's `-e` mask, e.g. 0x0008f000 for HVM).
+    Classes(u32),
 }
 
 /// The help text, one command per line.
@@ -77,6 +92,7 @@ reboot NAME|ID            destroy a guest and create it again from its config
 top [-b] [-i N] [-d SECS] domains' CPU and memory use (as xentop); a key stops it
 info                      the host and the monitor
 dmesg                     the monitor's recent log
+trace [on|off|dom ID|dom all|class MASK]  the exit trace at run time
 help                      this text
 ";
 
@@ -119,6 +135,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "unpause" => one_target(name, args).map(Command::Unpause),
         "reboot" => one_target(name, args).map(Command::Reboot),
         "top" => top(args),
+        "trace" => trace(args).map(Command::Trace),
         _ => Err(format!("unknown command '{name}'; 'help' lists them")),
     }
 }
@@ -157,6 +174,21 @@ fn one_target(command: &str, args: &[&str]) -> Result<Target, String> {
     }
 }
 
+fn trace(args: &[&str]) -> Result<TraceSetting, String> {
+    let bad = || usage("trace", "[on|off|dom ID|dom all|class MASK]");
+    Ok(match args {
+        [] => TraceSetting::Show,
+        ["on"] => TraceSetting::On,
+        ["off"] => TraceSetting::Off,
+        ["dom", "all"] => TraceSetting::Domain(None),
+        ["dom", id] => TraceSetting::Domain(Some(id.parse().map_err(|_| bad())?)),
+        ["class", mask] => TraceSetting::Classes(
+            u32::from_str_radix(mask.trim_start_matches("0x"), 16).map_err(|_| bad())?,
+        ),
+        _ => return Err(bad()),
+    })
+}
+
 fn top(args: &[&str]) -> Result<Command, String> {
     let mut batch = false;
     let mut iterations = None;
@@ -193,6 +225,33 @@ mod tests {
 
     fn name(n: &str) -> Target {
         Target::Name(n.into())
+    }
+
+    #[test]
+    fn trace_settings() {
+        assert_eq!(parse("trace"), Ok(Command::Trace(TraceSetting::Show)));
+        assert_eq!(parse("trace on"), Ok(Command::Trace(TraceSetting::On)));
+        assert_eq!(parse("trace off"), Ok(Command::Trace(TraceSetting::Off)));
+        assert_eq!(
+            parse("trace dom 3"),
+            Ok(Command::Trace(TraceSetting::Domain(Some(3))))
+        );
+        assert_eq!(
+            parse("trace dom all"),
+            Ok(Command::Trace(TraceSetting::Domain(None)))
+        );
+        assert_eq!(
+            parse("trace class 0x0008f000"),
+            Ok(Command::Trace(TraceSetting::Classes(0x0008_F000)))
+        );
+        for bad in [
+            "trace dom x",
+            "trace class zz",
+            "trace sideways",
+            "trace on off",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
