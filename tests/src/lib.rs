@@ -9,6 +9,7 @@ mod bochsrc;
 mod config;
 mod console;
 mod grub_iso;
+pub mod linux;
 mod machine;
 
 pub use artifacts::Artifacts;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use tests::{Artifacts, Boot, Emulator, Machine, VmConfig};
+use tests::{linux, Artifacts, Boot, Emulator, Machine, VmConfig};
 
 fn seconds(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -50,30 +50,10 @@ fn vmx_probe_checks_pass_and_the_monitor_logs_unmapped_accesses() {
 #[test]
 fn vmx_linux_boots_to_userspace_and_powers_off() {
     let artifacts = Artifacts::from_env();
-    let config = VmConfig::linux().with_extra("hvtest=1");
-    let ramdisk = config
-        .ramdisk
-        .clone()
-        .expect("the Linux config has a ramdisk");
-    let boot = Boot::new(&artifacts.hv)
-        .on(Emulator::Bochs)
-        .memory("512M")
-        .image(&config.kernel, &artifacts.kernel)
-        .image(&ramdisk, &artifacts.initrd)
-        .config(config);
-    let machine = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
-
+    let boot = Boot::new(&artifacts.hv).on(Emulator::Bochs).memory("512M");
+    let machine = Machine::boot(linux::hvtest_boot(&artifacts, boot))
+        .unwrap_or_else(|error| panic!("{error}"));
     // About two minutes on an unloaded machine; the steps together allow ten.
     expect_vmx_backend(&machine);
-    machine.expect("Linux version", seconds(120));
-    machine.expect("HVTEST: userspace up", seconds(300));
-    machine.expect("HVTEST: uname Linux", seconds(30));
-    let flags = machine.expect_line("HVTEST: flags", seconds(30));
-    assert!(
-        flags.contains(" hypervisor"),
-        "the guest's CPU flags lack \"hypervisor\": {flags}"
-    );
-    machine.expect("HVTEST: echo works", seconds(30));
-    machine.expect("reboot: Power down", seconds(60));
-    machine.expect("hv: domain linux (id 1): powered off", seconds(30));
+    linux::expect_hvtest_run(&machine, seconds(120), seconds(300));
 }
