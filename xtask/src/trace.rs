@@ -112,6 +112,16 @@ impl Trace {
         t
     }
 
+    /// The vendor-neutral reason (`vcpu::Exit`) the monitor's exit loop saw for `raw`.
+    pub fn neutral_reason(&self, raw: u32) -> &'static str {
+        let exit = match self.vendor {
+            Some("svm") => svm::exit::decode(u64::from(raw), 0, 0, None).exit,
+            Some("vmx") => vmx::exit::decode(raw, 0, &|_| 0).exit,
+            _ => return "?",
+        };
+        neutral_name(&exit)
+    }
+
     pub fn reason_name(&self, raw: u32) -> String {
         self.exit_names
             .get(&raw)
@@ -213,7 +223,7 @@ pub fn summary(t: &Trace) -> String {
         let _ = writeln!(s, " Exit reasons:");
         let _ = writeln!(
             s,
-            "  {:<20} {:<6} {:>9} {:>14} {:>12} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "  {:<20} {:<6} {:>9} {:>14} {:>12} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10}  exit",
             "reason",
             "vendor",
             "count",
@@ -229,7 +239,7 @@ pub fn summary(t: &Trace) -> String {
         for r in &rs {
             let _ = writeln!(
                 s,
-                "  {:<20} {:<6} {:>9} {:>14} {:>12} {:>6.2}% {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "  {:<20} {:<6} {:>9} {:>14} {:>12} {:>6.2}% {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
                 format!("{} ({:#x})", t.reason_name(r.raw), r.raw),
                 t.vendor.unwrap_or("?"),
                 r.count,
@@ -240,11 +250,34 @@ pub fn summary(t: &Trace) -> String {
                 r.p50,
                 r.p95,
                 r.max,
-                micros(r.average(), hz)
+                micros(r.average(), hz),
+                t.neutral_reason(r.raw)
             );
         }
     }
     s
+}
+
+fn neutral_name(exit: &vcpu::Exit) -> &'static str {
+    use vcpu::Exit;
+    match exit {
+        Exit::Cpuid => "cpuid",
+        Exit::Hlt => "hlt",
+        Exit::Io(_) => "io",
+        // SVM's one MSR exit code covers both directions.
+        Exit::MsrRead | Exit::MsrWrite => "msr",
+        Exit::NestedPageFault { .. } => "mmio",
+        Exit::ExternalInterrupt => "interrupt",
+        Exit::InterruptWindow => "irq-window",
+        Exit::Hypercall => "hypercall",
+        Exit::VirtInstruction => "virt-insn",
+        Exit::Xsetbv => "xsetbv",
+        Exit::CacheFlush => "cache-flush",
+        Exit::Shutdown => "shutdown",
+        Exit::Exception { .. } => "exception",
+        Exit::InvalidState => "invalid-state",
+        Exit::Unknown => "unknown",
+    }
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
