@@ -18,12 +18,16 @@ pub fn hvtest_boot(artifacts: &Artifacts, boot: Boot) -> Boot {
         .config(config)
 }
 
-/// Waits for the kernel banner (within `banner`), the initramfs's test output (userspace
-/// within `userspace` after that), the kernel's power-down and the monitor's stop line.
+/// Waits for the kernel banner (within `banner`), kvm-clock's registration, the initramfs's
+/// test output (userspace within `userspace` after that), the kernel's power-down and the
+/// monitor's stop line.
 #[track_caller]
 pub fn expect_hvtest_run(machine: &Machine, banner: Duration, userspace: Duration) {
     let seconds = Duration::from_secs;
     machine.expect("Linux version", banner);
+    // The guest found the paravirtual clock it was offered and uses it.
+    machine.expect("kvm-clock: Using msrs 4b564d01 and 4b564d00", seconds(60));
+    machine.expect("clocksource: Switched to clocksource kvm-clock", userspace);
     machine.expect("HVTEST: userspace up", userspace);
     machine.expect("HVTEST: uname Linux", seconds(30));
     let flags = machine.expect_line("HVTEST: flags", seconds(30));
