@@ -12,20 +12,7 @@ pub struct IoPermissionMap(pub [u8; 3 * 4096]);
 #[repr(C, align(4096))]
 pub struct MsrPermissionMap(pub [u8; 2 * 4096]);
 
-/// MSRs the guest reads and writes directly: their state is in the VMCB save area.
-pub const PASSTHROUGH_MSRS: [u32; 11] = [
-    0x174,       // SYSENTER_CS
-    0x175,       // SYSENTER_ESP
-    0x176,       // SYSENTER_EIP
-    0xC000_0081, // STAR
-    0xC000_0082, // LSTAR
-    0xC000_0083, // CSTAR
-    0xC000_0084, // SFMASK
-    0xC000_0100, // FS_BASE
-    0xC000_0101, // GS_BASE
-    0xC000_0102, // KERNEL_GS_BASE
-    0xC000_0103, // TSC_AUX
-];
+pub use vcpu::PASSTHROUGH_MSRS;
 
 impl IoPermissionMap {
     pub fn intercept_all() -> Box<Self> {

@@ -126,6 +126,24 @@ pub struct ControlState {
     pub cpl: u8,
 }
 
+/// MSRs every backend lets the guest read and write without an exit: the SYSCALL/SYSENTER
+/// MSRs, the FS/GS bases and TSC_AUX. The backends keep the guest's copies (the VMCB save area
+/// and VMLOAD/VMSAVE on SVM; guest-state fields or the live registers on VMX), and the monitor
+/// itself never uses these registers.
+pub const PASSTHROUGH_MSRS: [u32; 11] = [
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0xC000_0100, // FS_BASE
+    0xC000_0101, // GS_BASE
+    0xC000_0102, // KERNEL_GS_BASE
+    0xC000_0103, // TSC_AUX
+];
+
 /// A value the register does not accept: the guest gets #GP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidValue;
