@@ -368,6 +368,7 @@ fn put_u64_split(zero_page: &mut [u8; zp::SIZE], low: usize, high: usize, value:
 mod tests {
     use super::*;
     use crate::loader::bzimage::testimage;
+    use crate::loader::testbuf::{u32_at, u64_at};
     use crate::memory::GuestRam;
     use alloc::vec;
     use alloc::vec::Vec;
@@ -378,14 +379,6 @@ mod tests {
 
     fn kernel() -> Vec<u8> {
         testimage::build(0x3000, PREF, INIT_SIZE)
-    }
-
-    fn u32_at(buf: &[u8], at: u64) -> u32 {
-        u32::from_le_bytes(buf[at as usize..][..4].try_into().unwrap())
-    }
-
-    fn u64_at(buf: &[u8], at: u64) -> u64 {
-        u64::from_le_bytes(buf[at as usize..][..8].try_into().unwrap())
     }
 
     fn zp(field: usize) -> u64 {

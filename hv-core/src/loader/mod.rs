@@ -11,3 +11,5 @@ pub mod elf;
 pub mod linux;
 pub mod multiboot;
 pub mod pvh;
+#[cfg(test)]
+mod testbuf;

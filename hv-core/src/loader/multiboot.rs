@@ -297,23 +297,11 @@ mod tests {
     use super::*;
     use crate::loader::elf::testelf::{build, load};
     use crate::loader::elf::ElfError;
+    use crate::loader::testbuf::{cstr, u32_at, u64_at};
     use crate::memory::GuestRam;
     use alloc::vec;
 
     const RAM: u64 = 16 << 20;
-
-    fn u32_at(buf: &[u8], at: u64) -> u32 {
-        u32::from_le_bytes(buf[at as usize..][..4].try_into().unwrap())
-    }
-
-    fn u64_at(buf: &[u8], at: u64) -> u64 {
-        u64::from_le_bytes(buf[at as usize..][..8].try_into().unwrap())
-    }
-
-    fn cstr(buf: &[u8], at: u64) -> &str {
-        let s = &buf[at as usize..];
-        core::str::from_utf8(&s[..s.iter().position(|&b| b == 0).unwrap()]).unwrap()
-    }
 
     fn header(flags: u32, aout: [u32; 5]) -> Vec<u8> {
         let mut h = Vec::new();

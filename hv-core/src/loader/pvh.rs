@@ -150,23 +150,11 @@ mod tests {
     use super::*;
     use crate::loader::elf::testelf::{build, load, note, notes};
     use crate::loader::elf::ElfError;
+    use crate::loader::testbuf::{cstr, u32_at, u64_at};
     use crate::memory::GuestRam;
     use alloc::vec;
 
     const RAM: u64 = 16 << 20;
-
-    fn u32_at(buf: &[u8], at: u64) -> u32 {
-        u32::from_le_bytes(buf[at as usize..][..4].try_into().unwrap())
-    }
-
-    fn u64_at(buf: &[u8], at: u64) -> u64 {
-        u64::from_le_bytes(buf[at as usize..][..8].try_into().unwrap())
-    }
-
-    fn cstr(buf: &[u8], at: u64) -> &str {
-        let s = &buf[at as usize..];
-        core::str::from_utf8(&s[..s.iter().position(|&b| b == 0).unwrap()]).unwrap()
-    }
 
     /// A PVH kernel: 0x20 bytes of code at 2 MiB (memsz 0x3000), entry 2 MiB + 0x10 in a note
     /// of `desc`.
