@@ -1,5 +1,5 @@
 //! The PC the guest sees: COM1, the 8259A pair, the 8254 PIT, the CMOS RTC, ACPI fixed
-//! hardware, one local APIC and one I/O APIC, wired as on a PIIX-style board. It dispatches
+//! hardware, a local APIC per vCPU and one I/O APIC, wired as on a PIIX-style board. It dispatches
 //! port, MMIO and MSR accesses to them, carries ISA IRQ line levels to both the PICs and the
 //! I/O APIC (ISA IRQ 0 arrives at `layout::PIT_GSI`), and hands the CPU its next interrupt.
 //! PCI bus 0 holds a host bridge and the virtio devices (`add_virtio`), their INTA# lines wired
@@ -7,7 +7,9 @@
 //! `service_devices`, the one place that needs guest memory. `refresh`, called before every
 //! guest entry, skips that work and the poll when neither an access nor time can have changed
 //! anything since the last poll, and `next_deadline` and `has_interrupt` answer from what that
-//! poll left.
+//! poll left. APIC accesses and interrupt queries concern the vCPU chosen by `select_vcpu`;
+//! IPIs and I/O APIC messages reach the APICs they name, and INIT/STARTUP IPIs wait in
+//! `take_startup` for the exit loop.
 //! It is not the exit loop: callers decode instructions and inject what `take_interrupt` gives.
 
 use crate::ioapic::{DeliveryMode, IoApic};
@@ -27,6 +29,14 @@ use crate::virtio::{Device, VirtioPci};
 const PIT_IRQ: u8 = 0;
 const RTC_IRQ: u8 = 8;
 const POST_PORT: u16 = 0x80;
+/// ICR delivery modes and destination shorthands (SDM Vol. 3A 11.6.1).
+const MODE_FIXED: u8 = 0;
+const MODE_LOWEST_PRIORITY: u8 = 1;
+const MODE_INIT: u8 = 5;
+const MODE_STARTUP: u8 = 6;
+const SHORTHAND_NONE: u8 = 0;
+const SHORTHAND_SELF: u8 = 1;
+const SHORTHAND_ALL_INCLUDING_SELF: u8 = 2;
 const PORT61: u16 = 0x61;
 /// APIC MMIO windows are claimed a 4 KiB page at a time.
 const APIC_PAGE: u64 = 0x1000;
@@ -37,6 +47,21 @@ pub struct PlatformConfig {
     pub tsc_hz: u64,
     pub ram_bytes: u64,
     pub epoch_secs: u64,
+    /// vCPUs, each with a local APIC whose ID is its number; at most 64.
+    pub vcpus: u32,
+}
+
+/// The most vCPUs a platform has (interrupt readiness is a bit per vCPU).
+pub const MAX_VCPUS: usize = 64;
+
+/// A startup signal an IPI sent to another vCPU (SDM Vol. 3A 9.4.4, "MP Initialization
+/// Example"): the exit loop changes the target vCPU's state, which the platform cannot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Startup {
+    /// INIT: the vCPU waits for a STARTUP IPI.
+    Init,
+    /// STARTUP with its vector: a vCPU waiting for one starts in real mode at `vector << 12`.
+    Sipi(u8),
 }
 
 /// The device a port belongs to; a multi-byte access must stay inside one device.
@@ -115,7 +140,8 @@ fn ones(size: u8) -> u64 {
 struct Quiet {
     until: u64,
     deadline: Option<u64>,
-    interrupt: bool,
+    /// The vCPUs with an interrupt ready, a bit each.
+    interrupts: u64,
 }
 
 pub struct Platform {
@@ -124,7 +150,12 @@ pub struct Platform {
     pit: Pit,
     rtc: Rtc,
     pm: Pm,
-    lapic: Lapic,
+    /// The local APIC of vCPU `i`, APIC ID `i`.
+    lapics: Vec<Lapic>,
+    /// The vCPU whose APIC accesses and interrupts the calls address (`select_vcpu`).
+    cur: usize,
+    /// INIT and STARTUP IPIs for other vCPUs, oldest first, until the exit loop takes them.
+    startups: Vec<(usize, Startup)>,
     ioapic: IoApic,
     console: ConsoleRing,
     power_event: Option<PowerEvent>,
@@ -150,7 +181,11 @@ impl Platform {
             pit: Pit::new(cfg.tsc_hz),
             rtc: Rtc::new(cfg.ram_bytes, cfg.epoch_secs, cfg.tsc_hz),
             pm: Pm::new(cfg.tsc_hz),
-            lapic: Lapic::new(0, cfg.tsc_hz),
+            lapics: (0..cfg.vcpus.clamp(1, MAX_VCPUS as u32))
+                .map(|id| Lapic::new(id, cfg.tsc_hz))
+                .collect(),
+            cur: 0,
+            startups: Vec::new(),
             ioapic: IoApic::new(),
             console: ConsoleRing::new(),
             power_event: None,
@@ -163,7 +198,7 @@ impl Platform {
             quiet: Quiet {
                 until: 0,
                 deadline: None,
-                interrupt: false,
+                interrupts: 0,
             },
         }
         .with_pci_lines_idle()
@@ -375,7 +410,7 @@ impl Platform {
                 return 0xFFFF_FFFF;
             }
             u64::from(if is_lapic {
-                self.lapic.mmio_read(off, now)
+                self.lapics[self.cur].mmio_read(off, now)
             } else {
                 self.ioapic.mmio_read(off)
             })
@@ -411,7 +446,7 @@ impl Platform {
                 let shift = 8 * (offset & 3);
                 let mask = (ones(size) as u32) << shift;
                 let current = if is_lapic {
-                    self.lapic.mmio_read(aligned, now)
+                    self.lapics[self.cur].mmio_read(aligned, now)
                 } else {
                     self.ioapic.mmio_read(aligned)
                 };
@@ -419,7 +454,7 @@ impl Platform {
             }
         };
         if is_lapic {
-            let action = self.lapic.mmio_write(aligned, value32, now);
+            let action = self.lapics[self.cur].mmio_write(aligned, value32, now);
             self.handle_lapic_action(action);
         } else {
             self.ioapic.mmio_write(aligned, value32);
@@ -431,7 +466,7 @@ impl Platform {
     /// `None`: not a platform MSR; `Some(Err(()))`: the access raises #GP. Reads change no
     /// state.
     pub fn msr_read(&mut self, msr: u32, now: u64) -> Option<Result<u64, ()>> {
-        Lapic::claims_msr(msr).then(|| self.lapic.msr_read(msr, now).ok_or(()))
+        Lapic::claims_msr(msr).then(|| self.lapics[self.cur].msr_read(msr, now).ok_or(()))
     }
 
     pub fn msr_write(&mut self, msr: u32, value: u64, now: u64) -> Option<Result<(), ()>> {
@@ -439,7 +474,7 @@ impl Platform {
             return None;
         }
         self.stale = true;
-        let result = self.lapic.msr_write(msr, value, now);
+        let result = self.lapics[self.cur].msr_write(msr, value, now);
         Some(result.map(|action| {
             self.handle_lapic_action(action);
             self.route_ioapic_deliveries();
@@ -468,7 +503,9 @@ impl Platform {
             self.drive_isa_irq(PIT_IRQ, true);
             self.drive_isa_irq(PIT_IRQ, false);
         }
-        self.lapic.poll_timer(now);
+        for lapic in &mut self.lapics {
+            lapic.poll_timer(now);
+        }
         self.rtc.poll(now);
         self.pm.poll(now);
         self.drive_isa_irq(layout::UART_IRQ, self.uart.irq_level());
@@ -486,7 +523,7 @@ impl Platform {
         self.quiet = Quiet {
             until: until.unwrap_or(u64::MAX),
             deadline,
-            interrupt: self.compute_has_interrupt(),
+            interrupts: self.compute_interrupts(),
         };
         // A device with work left (a frame waiting for receive buffers) is served again.
         self.stale = self.virtio.iter().any(VirtioPci::needs_service);
@@ -505,39 +542,73 @@ impl Platform {
     fn compute_next_deadline(&self) -> Option<u64> {
         [
             self.pit.next_event(),
-            self.lapic.next_deadline(),
             self.rtc.next_event(),
             self.pm.next_event(),
         ]
         .into_iter()
+        .chain(self.lapics.iter().map(Lapic::next_deadline))
         .flatten()
         .min()
     }
 
+    /// The vCPUs there are, numbered from 0 (the bootstrap processor).
+    pub fn vcpus(&self) -> usize {
+        self.lapics.len()
+    }
+
+    /// Makes vCPU `vcpu` the one whose APIC accesses, interrupts and startup signals the next
+    /// calls concern; a number past the last vCPU is ignored.
     #[inline]
-    pub fn has_interrupt(&self) -> bool {
-        if self.stale {
-            self.compute_has_interrupt()
-        } else {
-            self.quiet.interrupt
+    pub fn select_vcpu(&mut self, vcpu: usize) {
+        if vcpu < self.lapics.len() {
+            self.cur = vcpu;
         }
     }
 
-    fn compute_has_interrupt(&self) -> bool {
-        self.extint_pending() || self.lapic.pending_vector().is_some()
+    /// Whether the selected vCPU has an interrupt ready.
+    #[inline]
+    pub fn has_interrupt(&self) -> bool {
+        self.interrupt_mask() & (1 << self.cur) != 0
     }
 
-    /// Acknowledges the interrupt the CPU takes now and returns its vector. ExtINT from the
-    /// PIC goes first: it bypasses the local APIC's IRR and priority (SDM vol. 3 10.5.1).
+    /// The vCPUs with an interrupt ready, a bit each.
+    #[inline]
+    pub fn interrupt_mask(&self) -> u64 {
+        if self.stale {
+            self.compute_interrupts()
+        } else {
+            self.quiet.interrupts
+        }
+    }
+
+    fn compute_interrupts(&self) -> u64 {
+        let apics = self
+            .lapics
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.pending_vector().is_some())
+            .fold(0, |mask, (i, _)| mask | 1 << i);
+        apics | u64::from(self.extint_pending())
+    }
+
+    /// Acknowledges the interrupt the selected vCPU takes now and returns its vector. ExtINT
+    /// from the PIC goes first: it bypasses the local APIC's IRR and priority (SDM vol. 3
+    /// 10.5.1), and reaches only the bootstrap processor (MP spec 3.6.2.2, virtual wire).
     pub fn take_interrupt(&mut self) -> Option<u8> {
         self.stale = true;
-        if self.extint_pending() {
+        if self.cur == 0 && self.extint_pending() {
             let vector = self.pic.acknowledge();
             return Some(vector);
         }
-        let vector = self.lapic.pending_vector()?;
-        self.lapic.acknowledge(vector);
+        let lapic = &mut self.lapics[self.cur];
+        let vector = lapic.pending_vector()?;
+        lapic.acknowledge(vector);
         Some(vector)
+    }
+
+    /// The oldest INIT or STARTUP IPI sent to another vCPU: the target's number and the signal.
+    pub fn take_startup(&mut self) -> Option<(usize, Startup)> {
+        (!self.startups.is_empty()).then(|| self.startups.remove(0))
     }
 
     pub fn take_power_event(&mut self) -> Option<PowerEvent> {
@@ -566,7 +637,7 @@ impl Platform {
     }
 
     fn extint_pending(&self) -> bool {
-        self.lapic.lint0_extint() && self.pic.interrupt_pending()
+        self.lapics[0].lint0_extint() && self.pic.interrupt_pending()
     }
 
     /// The device serving an access of `size` bytes at `port`, when all its bytes hit it.
@@ -645,7 +716,7 @@ impl Platform {
     /// Brings what the last poll left up to date after an access that changed no device's
     /// timing.
     fn interrupt_changed(&mut self) {
-        self.quiet.interrupt = self.compute_has_interrupt();
+        self.quiet.interrupts = self.compute_interrupts();
     }
 
     /// Drives ISA line `irq` to the PICs and the I/O APIC when its level changes.
@@ -660,30 +731,90 @@ impl Platform {
         self.ioapic.set_irq(gsi, level);
     }
 
-    /// Hands I/O APIC messages to the local APIC. One vCPU: every fixed or lowest-priority
-    /// message is for it. ExtINT messages are served by the PIC path; NMI, SMI and INIT are
-    /// not modelled.
+    /// Hands I/O APIC messages to the local APICs they name. ExtINT messages are served by the
+    /// PIC path; NMI, SMI and INIT from the I/O APIC are not modelled.
     fn route_ioapic_deliveries(&mut self) {
-        while let Some(delivery) = self.ioapic.take_delivery() {
-            match delivery.mode {
-                DeliveryMode::Fixed | DeliveryMode::LowestPriority => self
-                    .lapic
-                    .accept_interrupt(delivery.vector, delivery.level_triggered),
-                _ => log::trace!("ignored I/O APIC delivery {:?}", delivery.vector),
+        while let Some(d) = self.ioapic.take_delivery() {
+            match d.mode {
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                    let lowest = d.mode == DeliveryMode::LowestPriority;
+                    let mask = self.destinations(d.dest, d.logical, lowest);
+                    for (i, lapic) in self.lapics.iter_mut().enumerate() {
+                        if mask & (1 << i) != 0 {
+                            lapic.accept_interrupt(d.vector, d.level_triggered);
+                        }
+                    }
+                }
+                _ => log::trace!("ignored I/O APIC delivery {:?}", d.vector),
             }
         }
     }
 
+    /// The vCPUs a message for `dest` reaches, a bit each; lowest-priority delivery picks one
+    /// of them (the lowest numbered: every vCPU runs at the same priority here).
+    fn destinations(&self, dest: u32, logical: bool, lowest: bool) -> u64 {
+        let mask = self
+            .lapics
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.matches_destination(dest, logical))
+            .fold(0u64, |mask, (i, _)| mask | 1 << i);
+        if lowest {
+            mask & mask.wrapping_neg()
+        } else {
+            mask
+        }
+    }
+
     fn handle_lapic_action(&mut self, action: LapicAction) {
-        if let LapicAction::Eoi(vector) = action {
-            self.ioapic.eoi(vector);
+        match action {
+            LapicAction::None => {}
+            LapicAction::Eoi(vector) => self.ioapic.eoi(vector),
+            LapicAction::Ipi {
+                dest,
+                vector,
+                mode,
+                shorthand,
+                level,
+                logical,
+            } => {
+                let from = self.cur;
+                let all = u64::MAX >> (64 - self.lapics.len());
+                let targets = match shorthand {
+                    SHORTHAND_NONE => {
+                        self.destinations(dest, logical, mode == MODE_LOWEST_PRIORITY)
+                    }
+                    SHORTHAND_SELF => 1 << from,
+                    SHORTHAND_ALL_INCLUDING_SELF => all,
+                    _ => all & !(1 << from),
+                };
+                for to in (0..self.lapics.len()).filter(|i| targets & (1 << i) != 0) {
+                    self.send_ipi(from, to, mode, vector, level);
+                }
+            }
+        }
+    }
+
+    /// Delivers one IPI from vCPU `from` to vCPU `to` (SDM Vol. 3A 11.6.1). The sender's APIC
+    /// already took its own fixed and lowest-priority IPIs; a vCPU does not INIT or start
+    /// itself.
+    fn send_ipi(&mut self, from: usize, to: usize, mode: u8, vector: u8, level: bool) {
+        if to == from {
+            return;
+        }
+        match mode {
+            MODE_FIXED | MODE_LOWEST_PRIORITY => self.lapics[to].accept_interrupt(vector, false),
+            MODE_INIT if level => self.startups.push((to, Startup::Init)),
+            MODE_STARTUP => self.startups.push((to, Startup::Sipi(vector))),
+            _ => log::trace!("ignored IPI mode {mode} from vCPU {from} to {to}"),
         }
     }
 
     /// Which APIC window holds `gpa`, and the offset in it.
     fn apic_window(&self, gpa: u64) -> Option<(bool, u32)> {
-        let lapic_base = self.lapic.base_address();
-        if self.lapic.xapic_mmio_enabled() && gpa.wrapping_sub(lapic_base) < APIC_PAGE {
+        let lapic = &self.lapics[self.cur];
+        let lapic_base = lapic.base_address();
+        if lapic.xapic_mmio_enabled() && gpa.wrapping_sub(lapic_base) < APIC_PAGE {
             return Some((true, (gpa - lapic_base) as u32));
         }
         let offset = gpa.wrapping_sub(layout::IOAPIC_BASE);
@@ -703,10 +834,15 @@ mod tests {
     const LVT_LINT0: u64 = 0x350;
 
     fn platform() -> Platform {
+        smp_platform(1)
+    }
+
+    fn smp_platform(vcpus: u32) -> Platform {
         Platform::new(&PlatformConfig {
             tsc_hz: TSC_HZ,
             ram_bytes: 256 << 20,
             epoch_secs: 1_700_000_000,
+            vcpus,
         })
     }
 
@@ -1190,6 +1326,83 @@ mod tests {
             }
         }
         assert!(taken > 1000, "only {taken} interrupts");
+    }
+
+    /// Writes the xAPIC ICR of the selected vCPU: destination APIC ID, then the low word.
+    fn send_ipi(p: &mut Platform, dest: u8, low: u32) {
+        p.mmio_write(LAPIC + 0x310, 4, u64::from(dest) << 24, 0);
+        p.mmio_write(LAPIC + 0x300, 4, u64::from(low), 0);
+    }
+
+    fn enable_all(p: &mut Platform) {
+        for i in 0..p.vcpus() {
+            p.select_vcpu(i);
+            enable_lapic(p);
+        }
+        p.select_vcpu(0);
+    }
+
+    #[test]
+    fn fixed_ipi_reaches_only_its_destination() {
+        let mut p = smp_platform(3);
+        enable_all(&mut p);
+        send_ipi(&mut p, 2, 0x40);
+        assert_eq!(p.interrupt_mask(), 0b100);
+        p.select_vcpu(2);
+        assert!(p.has_interrupt());
+        assert_eq!(p.take_interrupt(), Some(0x40));
+        p.select_vcpu(1);
+        // All but self, from vCPU 1.
+        send_ipi(&mut p, 0, 0x51 | 3 << 18);
+        assert_eq!(p.interrupt_mask(), 0b101);
+    }
+
+    #[test]
+    fn init_and_startup_ipis_wait_for_the_exit_loop() {
+        let mut p = smp_platform(2);
+        enable_all(&mut p);
+        // INIT level assert, then STARTUP vector 0x9A, as Linux's wakeup_secondary_cpu_via_init.
+        send_ipi(&mut p, 1, 5 << 8 | 1 << 14);
+        send_ipi(&mut p, 1, 6 << 8 | 0x9A);
+        assert_eq!(p.take_startup(), Some((1, Startup::Init)));
+        assert_eq!(p.take_startup(), Some((1, Startup::Sipi(0x9A))));
+        assert_eq!(p.take_startup(), None);
+        // A vCPU does not start itself, and INIT de-assert does nothing.
+        send_ipi(&mut p, 0, 6 << 8 | 0x9A);
+        send_ipi(&mut p, 1, 5 << 8 | 1 << 15);
+        assert_eq!(p.take_startup(), None);
+        assert_eq!(p.interrupt_mask(), 0);
+    }
+
+    #[test]
+    fn ioapic_messages_follow_their_destination_and_extint_the_bsp() {
+        let mut p = smp_platform(2);
+        enable_all(&mut p);
+        start_pit(&mut p);
+        route_pin(&mut p, layout::PIT_GSI.into(), 0x30, false);
+        // Physical destination APIC ID 1.
+        p.mmio_write(
+            IOAPIC,
+            4,
+            u64::from(0x10 + 2 * u32::from(layout::PIT_GSI) + 1),
+            0,
+        );
+        p.mmio_write(IOAPIC + 0x10, 4, 1 << 24, 0);
+        p.poll(TSC_HZ);
+        assert_eq!(p.interrupt_mask(), 0b10);
+        p.select_vcpu(1);
+        assert_eq!(p.take_interrupt(), Some(0x30));
+    }
+
+    #[test]
+    fn extint_reaches_only_the_bsp() {
+        let mut p = smp_platform(2);
+        init_pic(&mut p);
+        start_pit(&mut p);
+        p.poll(TSC_HZ);
+        assert_eq!(p.interrupt_mask(), 0b01);
+        p.select_vcpu(1);
+        assert_eq!(p.take_interrupt(), None);
     }
 
     #[test]

@@ -216,6 +216,7 @@ mod tests {
             tsc_hz: 1_000_000_000,
             ram_bytes: 64 << 20,
             epoch_secs: 0,
+            vcpus: 1,
         });
         p.add_virtio(Device::Net(Net::new(MAC_A)));
         p.add_virtio(Device::Net(Net::new(MAC_B)));

@@ -220,4 +220,8 @@ impl Vcpu for AnyVcpu {
     fn exit_name(&self, raw: u32) -> &'static str {
         dispatch!(self, v => v.exit_name(raw))
     }
+
+    fn start_up(&mut self, vector: u8) {
+        dispatch!(self, v => v.start_up(vector))
+    }
 }

@@ -5,6 +5,11 @@
 //! interrupts are injected when the vCPU can take them and an interrupt window is requested when
 //! it cannot.
 //!
+//! A domain has one or more vCPUs. One is current: `vcpu` and the per-vCPU state next to it
+//! (CPUID table, MSRs, kvmclock registrations, walk cache) are its, and the others wait in
+//! `parked` until `pick_vcpu` swaps one in. Application processors start waiting for a STARTUP
+//! IPI, which the platform's local APICs pass here as INIT and STARTUP signals.
+//!
 //! It is not the scheduler (which chooses the domain to run and sleeps the host) and it touches no
 //! hardware: it is driven through the `Vcpu` trait, so it runs against a mock vCPU in tests.
 
@@ -16,7 +21,8 @@ use crate::emulate::{self, MmioBus, Tlb};
 use crate::memory::GuestRam;
 use crate::msr::{self, MsrState};
 use crate::pvclock::{self, PvClock};
-use devices::platform::Platform;
+use alloc::vec::Vec;
+use devices::platform::{Platform, Startup};
 use devices::pm::PowerEvent;
 use vcpu::{reg, Event, Exit, ExitInfo, IoAccess, Vcpu};
 
@@ -71,9 +77,29 @@ pub struct Identity {
     pub clock: PvClock,
 }
 
+/// What a vCPU is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    Running,
+    /// After HLT, until an interrupt is ready for it.
+    Halted,
+    /// An application processor before its STARTUP IPI, or any vCPU after INIT.
+    WaitForSipi,
+}
+
+/// A vCPU that is not the current one, with its per-vCPU state.
+struct Parked<V> {
+    vcpu: V,
+    cpuid_table: CpuidTable,
+    msrs: MsrState,
+    kvmclock_msrs: [u64; 2],
+    tlb: Tlb,
+}
+
 pub struct Domain<V: Vcpu> {
     pub id: u32,
     pub name: String,
+    /// The current vCPU (number `cur`).
     pub vcpu: V,
     pub platform: Platform,
     pub ram: GuestRam<'static>,
@@ -90,17 +116,48 @@ pub struct Domain<V: Vcpu> {
     tlb: Tlb,
     /// Exit counters by vCPU and raw exit code (recorded by the scheduler around `handle`).
     pub stats: crate::stats::DomainStats,
+    /// The number of the current vCPU, whose state the fields above hold.
+    cur: usize,
+    /// The other vCPUs by number (`None` at `cur`).
+    parked: Vec<Option<Parked<V>>>,
+    /// What each vCPU does, by number.
+    activity: Vec<Activity>,
 }
 
 impl<V: Vcpu> Domain<V> {
-    pub fn new(identity: Identity, vcpu: V, platform: Platform, ram: GuestRam<'static>) -> Self {
+    /// A domain whose vCPU 0 (the bootstrap processor) starts running and whose other vCPUs
+    /// wait for a STARTUP IPI; `vcpus` must not be empty, and the platform needs as many local
+    /// APICs.
+    pub fn new(
+        identity: Identity,
+        vcpus: Vec<V>,
+        platform: Platform,
+        ram: GuestRam<'static>,
+    ) -> Self {
+        let count = vcpus.len();
+        let mut vcpus = vcpus.into_iter();
+        let bsp = vcpus.next().expect("a domain has at least one vCPU");
+        let table = |apic_id| CpuidTable::new(&identity.cpuid, apic_id, &identity.host_cpuid);
+        let parked = core::iter::once(None)
+            .chain(vcpus.zip(1u32..).map(|(vcpu, apic_id)| {
+                Some(Parked {
+                    vcpu,
+                    cpuid_table: table(apic_id),
+                    msrs: MsrState::default(),
+                    kvmclock_msrs: [0; 2],
+                    tlb: Tlb::new(),
+                })
+            }))
+            .collect();
+        let mut activity = alloc::vec![Activity::WaitForSipi; count];
+        activity[0] = Activity::Running;
         Self {
             id: identity.id,
             name: identity.name,
-            vcpu,
+            vcpu: bsp,
             platform,
             ram,
-            cpuid_table: CpuidTable::new(&identity.cpuid, 0, &identity.host_cpuid),
+            cpuid_table: table(0),
             cpuid: identity.cpuid,
             host_cpuid: identity.host_cpuid,
             msrs: MsrState::default(),
@@ -108,7 +165,90 @@ impl<V: Vcpu> Domain<V> {
             kvmclock_msrs: [0; 2],
             unmapped_logged: 0,
             tlb: Tlb::new(),
-            stats: crate::stats::DomainStats::new(1),
+            stats: crate::stats::DomainStats::new(count),
+            cur: 0,
+            parked,
+            activity,
+        }
+    }
+
+    /// The number of the current vCPU.
+    pub fn current_vcpu(&self) -> usize {
+        self.cur
+    }
+
+    pub fn vcpu_count(&self) -> usize {
+        self.activity.len()
+    }
+
+    /// Makes a vCPU that can run current: the current one while it runs (unless `rotate` asks
+    /// for another), else the next in number order that runs or is halted with an interrupt
+    /// ready (which ends its halt). False when no vCPU can run: the domain is blocked.
+    pub fn pick_vcpu(&mut self, rotate: bool) -> bool {
+        let n = self.activity.len();
+        if !rotate && self.activity[self.cur] == Activity::Running {
+            return true;
+        }
+        let ready = self.platform.interrupt_mask();
+        let runnable = |i: usize, a: Activity| {
+            a == Activity::Running || (a == Activity::Halted && ready & (1 << i) != 0)
+        };
+        let next = (1..=n)
+            .map(|k| (self.cur + k) % n)
+            .find(|&i| runnable(i, self.activity[i]));
+        match next {
+            Some(i) => {
+                self.activity[i] = Activity::Running;
+                self.switch_to(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an interrupt is ready for a vCPU other than the current one.
+    #[inline]
+    pub fn sibling_has_interrupt(&self) -> bool {
+        self.platform.interrupt_mask() & !(1 << self.cur) != 0
+    }
+
+    /// Swaps vCPU `i` and its state in for the current one.
+    fn switch_to(&mut self, i: usize) {
+        if i == self.cur {
+            return;
+        }
+        let Some(mut p) = self.parked.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        core::mem::swap(&mut self.vcpu, &mut p.vcpu);
+        core::mem::swap(&mut self.cpuid_table, &mut p.cpuid_table);
+        core::mem::swap(&mut self.msrs, &mut p.msrs);
+        core::mem::swap(&mut self.kvmclock_msrs, &mut p.kvmclock_msrs);
+        core::mem::swap(&mut self.tlb, &mut p.tlb);
+        self.parked[self.cur] = Some(p);
+        self.cur = i;
+        self.platform.select_vcpu(i);
+    }
+
+    /// Carries out the INIT and STARTUP IPIs the guest sent: INIT makes the target wait for a
+    /// STARTUP, which starts it in real mode at the vector's page (SDM Vol. 3A 10.4.4.1, 11.6.1);
+    /// a STARTUP to a vCPU that is not waiting for one is ignored.
+    fn deliver_startups(&mut self) {
+        while let Some((i, signal)) = self.platform.take_startup() {
+            let Some(activity) = self.activity.get_mut(i) else {
+                continue;
+            };
+            match signal {
+                Startup::Init => *activity = Activity::WaitForSipi,
+                Startup::Sipi(vector) if *activity == Activity::WaitForSipi => {
+                    *activity = Activity::Running;
+                    if let Some(Some(p)) = self.parked.get_mut(i) {
+                        p.vcpu.start_up(vector);
+                        p.tlb = Tlb::new();
+                    }
+                }
+                Startup::Sipi(_) => {}
+            }
         }
     }
 
@@ -129,15 +269,28 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
-    /// A halted vCPU has work again when an interrupt is ready for it (frames delivered to its
-    /// NICs are moved into its receive buffers first).
+    /// A blocked domain has work again when an interrupt is ready for one of its halted vCPUs
+    /// (frames delivered to its NICs are moved into its receive buffers first), or one of them
+    /// runs (started by a STARTUP IPI).
     pub fn has_work(&mut self, now: u64) -> bool {
         self.platform.refresh(&mut self.ram, now);
-        self.platform.has_interrupt()
+        let ready = self.platform.interrupt_mask();
+        self.activity.iter().enumerate().any(|(i, a)| {
+            *a == Activity::Running || (*a == Activity::Halted && ready & (1 << i) != 0)
+        })
     }
 
-    /// Handles one exit.
+    /// Handles one exit of the current vCPU.
     pub fn handle(&mut self, info: ExitInfo, now: u64) -> Next {
+        let next = self.dispatch(info, now);
+        if matches!(next, Next::Halt) {
+            self.activity[self.cur] = Activity::Halted;
+        }
+        self.deliver_startups();
+        next
+    }
+
+    fn dispatch(&mut self, info: ExitInfo, now: u64) -> Next {
         match info.exit {
             Exit::Cpuid => self.cpuid(info),
             Exit::Hlt => match self.skip(info) {

@@ -18,6 +18,8 @@ struct MockVcpu {
     efer: u64,
     /// CR4 bits on top of PAE.
     cr4: u64,
+    /// The vector of the last STARTUP IPI that started it.
+    started_at: Option<u8>,
 }
 
 impl Vcpu for MockVcpu {
@@ -69,6 +71,10 @@ impl Vcpu for MockVcpu {
     fn exit_name(&self, _raw: u32) -> &'static str {
         "MOCK"
     }
+    fn start_up(&mut self, vector: u8) {
+        self.started_at = Some(vector);
+        self.regs = Regs::default();
+    }
 }
 
 fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
@@ -84,6 +90,11 @@ fn fake_host(leaf: u32, _sub: u32) -> [u32; 4] {
 /// A domain with 4 MiB of RAM: an identity map of the first 4 GiB (1 GiB pages) at 0x1000,
 /// code at 0x10_0000.
 fn domain() -> Domain<MockVcpu> {
+    smp_domain(1)
+}
+
+/// `domain()` with `vcpus` vCPUs.
+fn smp_domain(vcpus: u32) -> Domain<MockVcpu> {
     let mem: &'static mut [u8] = Box::leak(alloc::vec![0u8; 4 << 20].into_boxed_slice());
     let mut ram = GuestRam::new(mem);
     use crate::memory::GuestMemory;
@@ -95,6 +106,7 @@ fn domain() -> Domain<MockVcpu> {
         tsc_hz: 1_000_000_000,
         ram_bytes: 4 << 20,
         epoch_secs: 0,
+        vcpus,
     });
     let identity = Identity {
         id: 1,
@@ -102,12 +114,13 @@ fn domain() -> Domain<MockVcpu> {
         cpuid: CpuidPolicy {
             tsc_khz: 1_000_000,
             apic_timer_khz: 1_000_000,
-            vcpus: 1,
+            vcpus,
         },
         host_cpuid: fake_host,
         clock: PvClock::new(1_000_000_000, 0, 0),
     };
-    let mut d = Domain::new(identity, MockVcpu::default(), platform, ram);
+    let cpus = (0..vcpus).map(|_| MockVcpu::default()).collect();
+    let mut d = Domain::new(identity, cpus, platform, ram);
     d.vcpu.regs.rip = 0x10_0000;
     d
 }
@@ -338,4 +351,73 @@ fn pending_interrupts_are_injected_or_wait_for_a_window() {
     d.prepare_entry(later);
     assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x30)));
     assert!(!d.vcpu.window);
+}
+
+/// Writes the current vCPU's xAPIC ICR: destination APIC ID, then the low word.
+fn send_ipi(d: &mut Domain<MockVcpu>, dest: u32, low: u32) {
+    d.platform
+        .mmio_write(0xFEE0_0310, 4, u64::from(dest) << 24, 0);
+    d.platform.mmio_write(0xFEE0_0300, 4, u64::from(low), 0);
+}
+
+/// An exit of the current vCPU that changes nothing (an interrupt window).
+fn nothing() -> ExitInfo {
+    exit(Exit::InterruptWindow, None)
+}
+
+#[test]
+fn application_processors_wait_for_init_and_startup() {
+    let mut d = smp_domain(2);
+    code(&mut d, &[0xF4]);
+    // The AP waits for its STARTUP IPI: when the BSP halts, nothing can run.
+    assert_eq!(d.handle(exit(Exit::Hlt, None), 0), Next::Halt);
+    assert!(!d.pick_vcpu(false));
+    assert!(!d.has_work(0));
+    // INIT, then STARTUP with vector 0x9A, as Linux sends them.
+    send_ipi(&mut d, 1, 5 << 8 | 1 << 14);
+    send_ipi(&mut d, 1, 6 << 8 | 0x9A);
+    d.handle(nothing(), 0);
+    assert!(d.has_work(0));
+    assert!(d.pick_vcpu(true));
+    assert_eq!(d.current_vcpu(), 1);
+    assert_eq!(d.vcpu.started_at, Some(0x9A));
+    // A second STARTUP finds it running and is ignored.
+    send_ipi(&mut d, 0, 6 << 8 | 0x9B);
+    d.handle(nothing(), 0);
+    assert_eq!(d.vcpu.started_at, Some(0x9A));
+}
+
+#[test]
+fn each_vcpu_sees_its_own_apic_id_and_wakes_on_its_own_interrupts() {
+    let mut d = smp_domain(2);
+    send_ipi(&mut d, 1, 5 << 8 | 1 << 14);
+    send_ipi(&mut d, 1, 6 << 8 | 0x10);
+    d.handle(nothing(), 0);
+    assert!(d.pick_vcpu(true));
+    assert_eq!(d.current_vcpu(), 1);
+    let apic_id = |d: &mut Domain<MockVcpu>| {
+        code(d, &[0x0F, 0xA2]);
+        d.vcpu.regs.rip = 0x10_0000;
+        d.vcpu.regs.gpr[reg::RAX] = 1;
+        d.handle(exit(Exit::Cpuid, None), 0);
+        d.vcpu.regs.gpr[reg::RBX] >> 24
+    };
+    assert_eq!(apic_id(&mut d), 1);
+    // The AP enables its APIC and halts; the BSP runs, and a fixed IPI wakes the AP.
+    d.platform.mmio_write(0xFEE0_00F0, 4, 0x1FF, 0);
+    code(&mut d, &[0xF4]);
+    d.vcpu.regs.rip = 0x10_0000;
+    assert_eq!(d.handle(exit(Exit::Hlt, None), 0), Next::Halt);
+    assert!(d.pick_vcpu(false));
+    assert_eq!(d.current_vcpu(), 0);
+    assert_eq!(apic_id(&mut d), 0);
+    assert!(d.pick_vcpu(true), "the BSP runs on");
+    assert_eq!(d.current_vcpu(), 0, "the halted AP has nothing to do");
+    send_ipi(&mut d, 1, 0x40);
+    d.handle(nothing(), 0);
+    assert!(d.pick_vcpu(true));
+    assert_eq!(d.current_vcpu(), 1);
+    d.vcpu.regs.rflags |= 1 << 9;
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x40)));
 }

@@ -75,12 +75,6 @@ pub fn read_config(cfg: Module<'static>) -> Result<Known, String> {
     let config = parse(file, text).map_err(|e| format!("{e}"))?;
     let vm = VmConfig::from_config(&config).map_err(|e| format!("{e}"))?;
     let life = Lifecycle::from_config(&config).map_err(|e| format!("{e}"))?;
-    if vm.vcpus > 1 {
-        return Err(format!(
-            "{}: vcpus > 1 is not supported yet",
-            at(&config, "vcpus")
-        ));
-    }
     Ok(Known {
         file,
         at: Positions {
@@ -129,12 +123,12 @@ impl Guest {
 }
 
 /// Creates domain `id` from the config `known` (number `config` among the known ones); its
-/// vCPU is tagged `tag` (the ASID or VPID, unique among live domains).
+/// vCPUs are tagged `tags` (their ASIDs or VPIDs, one each, unique among live domains).
 pub fn create(
     backend: &Backend,
     boot: &mut BootInfo,
     (known, config): (&Known, usize),
-    (id, tag): (u32, u32),
+    (id, tags): (u32, &[u32]),
     timer: &HostTimer,
 ) -> Result<Guest, String> {
     let vm = &known.vm;
@@ -169,7 +163,7 @@ pub fn create(
             )
         })?;
     let images = (kernel, ramdisk, extra.as_slice());
-    let built = build(backend, known, (id, tag), (base, size), images, timer);
+    let built = build(backend, known, (id, tags), (base, size), images, timer);
     match built {
         Ok((mut domain, tables)) => Ok(Guest {
             vm: {
@@ -200,7 +194,7 @@ type Images<'a> = (
 fn build(
     backend: &Backend,
     known: &Known,
-    (id, tag): (u32, u32),
+    (id, tags): (u32, &[u32]),
     (base, size): (u64, u64),
     images: Images<'_>,
     timer: &HostTimer,
@@ -231,9 +225,14 @@ fn build(
         tsc_hz: timer.tsc_hz,
         ram_bytes: size,
         epoch_secs,
+        vcpus: vm.vcpus,
     });
     let pvclock = PvClock::new(timer.tsc_hz, cpu::rdtsc(), epoch_secs);
-    let vcpu = backend.vcpu(tag, &tables, &start);
+    // Application processors get the same start state; it is replaced by their STARTUP IPI.
+    let vcpus = tags
+        .iter()
+        .map(|&tag| backend.vcpu(tag, &tables, &start))
+        .collect();
     let policy = CpuidPolicy {
         tsc_khz: (timer.tsc_hz / 1000) as u32,
         apic_timer_khz: (devices::layout::LAPIC_TIMER_HZ / 1000) as u32,
@@ -253,7 +252,7 @@ fn build(
         host_cpuid,
         clock: pvclock,
     };
-    Ok((Domain::new(identity, vcpu, platform, ram), tables))
+    Ok((Domain::new(identity, vcpus, platform, ram), tables))
 }
 
 fn guest_page_tables(

@@ -120,7 +120,7 @@ pub fn begin(vm: &Vm, exit: &ExitInfo, now: u64) -> ExitTrace {
         tsc: now,
         raw: exit.raw,
         domain: vm.id,
-        vcpu: 0,
+        vcpu: vm.current_vcpu() as u32,
         qualification: if traced {
             trace::qualification(&exit.exit, regs)
         } else {

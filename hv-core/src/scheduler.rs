@@ -42,16 +42,16 @@ const CTRL_C: u8 = 0x03;
 /// One domain, live or preserved after it stopped.
 struct Slot {
     guest: Guest,
-    /// The ASID or VPID of its vCPU, unique among the slots.
-    tag: u32,
+    /// The ASIDs or VPIDs of its vCPUs, unique among the slots.
+    tags: Vec<u32>,
     ring: Box<Ring<GUEST_RING_BYTES>>,
     input: InputQueue,
     /// TSC ticks it has run.
     cpu_ticks: u64,
     /// Set when it stopped and its config said `preserve`.
     stopped: Option<StopReason>,
-    /// Its FPU/SSE/AVX registers while another domain runs.
-    fpu: FpuState,
+    /// Each vCPU's FPU/SSE/AVX registers while another one runs.
+    fpus: Vec<FpuState>,
 }
 
 impl Slot {
@@ -190,15 +190,16 @@ impl Monitor {
     /// Creates a domain from known config `index`; logs why not on failure.
     fn start(&mut self, index: usize) -> Option<u32> {
         let id = self.next_id;
-        let tag = (1..)
-            .find(|t| self.slots.iter().all(|s| s.tag != *t))
-            .unwrap_or(1);
         let known = &self.known[index];
+        let tags: Vec<u32> = (1..)
+            .filter(|t| self.slots.iter().all(|s| !s.tags.contains(t)))
+            .take(known.vm.vcpus as usize)
+            .collect();
         match launch::create(
             &self.backend,
             &mut self.boot,
             (known, index),
-            (id, tag),
+            (id, &tags),
             &self.timer,
         ) {
             Ok(guest) => {
@@ -206,12 +207,12 @@ impl Monitor {
                 self.sched.add(id, guest.life.cpu_weight, guest.life.cap);
                 self.slots.push(Slot {
                     guest,
-                    tag,
+                    fpus: tags.iter().map(|_| FpuState::new()).collect(),
+                    tags,
                     ring: Box::new(Ring::new()),
                     input: InputQueue::new(),
                     cpu_ticks: 0,
                     stopped: None,
-                    fpu: FpuState::new(),
                 });
                 if let Some(slot) = self.slots.last() {
                     self.switch.connect(id, &slot.guest.vm.platform);
@@ -241,8 +242,14 @@ impl Monitor {
         let show = self.shows(id);
         let start = rdtsc();
         let s = &mut self.slots[i];
-        s.fpu.load();
-        let next = run_slice(&mut s.guest.vm, &mut s.ring, show, &self.timer, until);
+        let next = run_slice(
+            &mut s.guest.vm,
+            &mut s.fpus,
+            &mut s.ring,
+            show,
+            &self.timer,
+            until,
+        );
         let ran = rdtsc().wrapping_sub(start);
         s.cpu_ticks += ran;
         self.guest_ticks += ran;
@@ -539,7 +546,7 @@ impl Monitor {
             name: s.name(),
             id: s.id(),
             mem_kib: s.guest.memory_mib << 10,
-            vcpus: 1,
+            vcpus: s.tags.len() as u32,
             state: self.state(s),
             cpu_ns: self.ns(s.cpu_ticks),
         }
@@ -669,14 +676,28 @@ fn target_text(t: &Target) -> String {
     }
 }
 
-/// Runs `vm` until its slice ends, it halts or it stops.
+/// How long one vCPU of a domain runs before its next runnable sibling gets a turn: the
+/// siblings share their domain's slice on this one CPU, and a vCPU spinning on a lock a
+/// descheduled sibling holds wastes at most this much.
+const VCPU_TURN_MS: u64 = 1;
+
+/// Runs `vm` until its slice ends, every vCPU of it halts, or it stops. Its vCPUs take turns;
+/// an interrupt for a sibling (an IPI, say) ends the current turn early.
 fn run_slice(
     vm: &mut Vm,
+    fpus: &mut [FpuState],
     ring: &mut Ring<GUEST_RING_BYTES>,
     show: bool,
     timer: &HostTimer,
     slice_end: u64,
 ) -> Option<Next> {
+    if !vm.pick_vcpu(false) {
+        return Some(Next::Halt);
+    }
+    let smp = vm.vcpu_count() > 1;
+    let turn = timer.tsc_hz / 1000 * VCPU_TURN_MS;
+    let mut turn_end = rdtsc().saturating_add(turn);
+    fpus[vm.current_vcpu()].load();
     loop {
         let now = rdtsc();
         vm.prepare_entry(now);
@@ -684,22 +705,37 @@ fn run_slice(
             .platform
             .next_deadline()
             .map_or(slice_end, |d| d.min(slice_end));
-        timer.arm(deadline);
+        timer.arm(if smp {
+            deadline.min(turn_end)
+        } else {
+            deadline
+        });
         let exit = vm.vcpu.run();
         let now = rdtsc();
         let traced = profile::begin(vm, &exit, now);
         let next = vm.handle(exit, now);
         profile::end(vm, &traced, rdtsc());
         relay_console(vm, ring, show);
-        match next {
-            Next::Resume => {}
-            Next::HostInterrupt => cpu::interrupt_window(),
+        let halted = match next {
+            Next::Resume => false,
+            Next::HostInterrupt => {
+                cpu::interrupt_window();
+                false
+            }
+            Next::Halt if smp => true,
             other => return Some(other),
-        }
+        };
         // Checked after every exit: a guest whose own timer keeps the host timer short of the
         // slice's end must not keep the CPU past it.
         if now >= slice_end {
             return None;
+        }
+        if smp && (halted || now >= turn_end || vm.sibling_has_interrupt()) {
+            if !vm.pick_vcpu(true) {
+                return Some(Next::Halt);
+            }
+            fpus[vm.current_vcpu()].load();
+            turn_end = now.saturating_add(turn);
         }
     }
 }

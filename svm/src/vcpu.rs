@@ -324,6 +324,49 @@ impl vcpu::Vcpu for SvmVcpu {
     fn exit_name(&self, raw: u32) -> &'static str {
         exit::name(raw)
     }
+
+    fn start_up(&mut self, vector: u8) {
+        load_sipi_state(&mut self.vmcb.save, vector);
+        let c = &mut self.vmcb.control;
+        c.event_inj = 0;
+        c.interrupt_shadow = 0;
+        self.regs = Regs {
+            rip: 0,
+            rflags: vcpu::sipi::RFLAGS,
+            ..Regs::default()
+        };
+        self.exit_rip = 0;
+    }
+}
+
+/// Real mode at `vector << 12`, as INIT and STARTUP leave a processor (`vcpu::sipi`). The
+/// attributes are those of real-mode segments: present, writable data, readable code, and a
+/// busy TSS in TR, which VMRUN accepts in any mode.
+fn load_sipi_state(s: &mut vmcb::Save, vector: u8) {
+    use vcpu::sipi;
+    let (selector, base) = sipi::code_segment(vector);
+    s.cs = Segment::new(selector, 0x9B, sipi::LIMIT, base);
+    let data = Segment::new(0, 0x93, sipi::LIMIT, 0);
+    s.ds = data;
+    s.es = data;
+    s.ss = data;
+    s.fs = data;
+    s.gs = data;
+    s.gdtr = Segment::new(0, 0, sipi::LIMIT, 0);
+    s.idtr = Segment::new(0, 0, sipi::LIMIT, 0);
+    s.ldtr = Segment::new(0, 0x82, sipi::LIMIT, 0);
+    s.tr = Segment::new(0, 0x8B, sipi::LIMIT, 0);
+    s.cpl = 0;
+    s.efer = vmcb::efer::SVME;
+    s.cr0 = sipi::CR0;
+    s.cr3 = 0;
+    s.cr4 = 0;
+    s.dr6 = sipi::DR6;
+    s.dr7 = sipi::DR7;
+    s.rflags = sipi::RFLAGS;
+    s.rip = 0;
+    s.rsp = 0;
+    s.rax = 0;
 }
 
 #[cfg(test)]

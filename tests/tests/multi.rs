@@ -2,7 +2,9 @@
 //! person would: `list`, `console` and Ctrl-], CPU fairness under a CPU hog, `shutdown` by the
 //! ACPI power button, `destroy`, and a broken config reported while the others keep running.
 //!
-//! All guests have one vCPU: the monitor runs on one physical CPU and has no SMP yet.
+//! Guest `c` has two vCPUs (started by the guest through INIT/SIPI on its emulated local APICs):
+//! `list` shows them and `nproc` in the guest prints 2. Its fairness job is single-threaded, so
+//! it competes like the others.
 //!
 //! Fairness: guest `a` spins forever while `b` and `c` each run the same CPU-bound busybox loop
 //! and time it with /proc/uptime. All three have the default weight, so each should get a third
@@ -30,10 +32,11 @@ const PROMPT: &str = "hv> ";
 const JOB_LOOPS: u32 = 80_000;
 const BROKEN: &str = "name = \"broken\"\nkernel = \"vmlinuz\"\nmemory = = 64\n";
 
-fn guest(name: &str, memory_mib: u32) -> VmConfig {
+fn guest(name: &str, memory_mib: u32, vcpus: u32) -> VmConfig {
     VmConfig {
         name: name.into(),
         memory_mib,
+        vcpus,
         ..VmConfig::linux()
     }
 }
@@ -119,9 +122,9 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     let boot = Boot::new(&artifacts.hv)
         .image("vmlinuz", &artifacts.kernel)
         .image("initramfs.cpio", &artifacts.initrd)
-        .config(guest("a", 128))
-        .config(guest("b", 160))
-        .config(guest("c", 192))
+        .config(guest("a", 128, 1))
+        .config(guest("b", 160, 1))
+        .config(guest("c", 192, 2))
         .raw_config("broken.cfg", BROKEN);
     let m = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
 
@@ -136,20 +139,20 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     detach(&m);
 
     let rows = list(&m);
-    let expect_row = |name: &str, id: &str, mem: &str| {
+    let expect_row = |name: &str, id: &str, mem: &str, vcpus: &str| {
         let r = row(&rows, name).unwrap_or_else(|| panic!("no {name} in {rows:#?}"));
         let f: Vec<&str> = r.split_whitespace().collect();
-        assert_eq!(&f[1..4], [id, mem, "1"], "{r}");
+        assert_eq!(&f[1..4], [id, mem, vcpus], "{r}");
         assert!(
             f[4].len() == 6 && f[4].chars().all(|c| "rbpscd-".contains(c)),
             "state of {r}"
         );
         assert!(!f[4].contains('s'), "{name} is not shut down: {r}");
     };
-    expect_row("Domain-0", "0", "32");
-    expect_row("a", "1", "128");
-    expect_row("b", "2", "160");
-    expect_row("c", "3", "192");
+    expect_row("Domain-0", "0", "32", "1");
+    expect_row("a", "1", "128", "1");
+    expect_row("b", "2", "160", "1");
+    expect_row("c", "3", "192", "2");
 
     // Into b's console and back.
     attach(&m, "b");
@@ -162,6 +165,8 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     detach(&m);
 
     attach(&m, "c");
+    line(&m, "echo c-has-$(nproc)-cpus");
+    m.expect("c-has-2-cpus", seconds(30));
     define_job(&m);
     detach(&m);
     attach(&m, "a");

@@ -182,6 +182,29 @@ pub trait Vcpu {
     fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue>;
     /// The symbolic name of a raw vendor exit code, for counters and traces.
     fn exit_name(&self, raw: u32) -> &'static str;
+    /// Puts the vCPU in the state an INIT and then a STARTUP IPI with `vector` leave an
+    /// application processor in: see [`sipi`].
+    fn start_up(&mut self, vector: u8);
+}
+
+/// The state after INIT and STARTUP (Intel SDM Vol. 3A 10.1.1 Table 10-1 "IA-32 and Intel 64
+/// Processor States Following Power-up, Reset, or INIT", 11.6.1 and 10.4.4.1; AMD APM Vol. 2
+/// 14.1.3): real mode with caches disabled, CS selector `vector << 8` and base `vector << 12`,
+/// IP 0, the other segments at 0 with 64 KiB limits, GDTR and IDTR base 0 limit 0xFFFF, every
+/// general register 0.
+pub mod sipi {
+    /// CR0.CD | CR0.NW | CR0.ET.
+    pub const CR0: u64 = 0x6000_0010;
+    pub const RFLAGS: u64 = 0x2;
+    pub const DR6: u64 = 0xFFFF_0FF0;
+    pub const DR7: u64 = 0x400;
+    /// Limit of every segment and of the GDTR and IDTR.
+    pub const LIMIT: u32 = 0xFFFF;
+
+    /// The CS selector and base a STARTUP IPI with `vector` gives.
+    pub const fn code_segment(vector: u8) -> (u16, u64) {
+        ((vector as u16) << 8, (vector as u64) << 12)
+    }
 }
 
 /// The state a vCPU starts in: flat segments from a GDT the loader wrote into guest memory,

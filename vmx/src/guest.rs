@@ -124,6 +124,63 @@ pub fn start_fields(features: &Features, start: &StartState) -> [(u32, u64); 44]
     ]
 }
 
+/// The guest-state fields of a vCPU that INIT and STARTUP with `vector` put in real mode
+/// (`vcpu::sipi`); CR0 and CR4 within the fixed bits `(cr0_fixed, cr4_fixed)`, which an
+/// unrestricted guest relaxes for PE and PG. VM entry takes real-mode segments with these
+/// attributes and a busy TSS in TR (SDM Vol. 3C §27.3.1.2).
+pub fn sipi_fields(vector: u8, cr0_fixed: (u64, u64), cr4_fixed: (u64, u64)) -> [(u32, u64); 38] {
+    use access::*;
+    use vcpu::sipi;
+    let (cs, cs_base) = sipi::code_segment(vector);
+    let limit = u64::from(sipi::LIMIT);
+    let data = u64::from(DATA);
+    [
+        (guest::CS_SELECTOR, u64::from(cs)),
+        (guest::CS_BASE, cs_base),
+        (guest::CS_LIMIT, limit),
+        (guest::CS_ACCESS_RIGHTS, u64::from(CODE)),
+        (guest::SS_SELECTOR, 0),
+        (guest::SS_BASE, 0),
+        (guest::SS_LIMIT, limit),
+        (guest::SS_ACCESS_RIGHTS, data),
+        (guest::DS_SELECTOR, 0),
+        (guest::DS_BASE, 0),
+        (guest::DS_LIMIT, limit),
+        (guest::DS_ACCESS_RIGHTS, data),
+        (guest::ES_SELECTOR, 0),
+        (guest::ES_BASE, 0),
+        (guest::ES_LIMIT, limit),
+        (guest::ES_ACCESS_RIGHTS, data),
+        (guest::FS_SELECTOR, 0),
+        (guest::FS_BASE, 0),
+        (guest::FS_LIMIT, limit),
+        (guest::FS_ACCESS_RIGHTS, data),
+        (guest::GS_SELECTOR, 0),
+        (guest::GS_BASE, 0),
+        (guest::GS_LIMIT, limit),
+        (guest::GS_ACCESS_RIGHTS, data),
+        (guest::TR_LIMIT, limit),
+        (guest::GDTR_BASE, 0),
+        (guest::GDTR_LIMIT, limit),
+        (guest::IDTR_BASE, 0),
+        (guest::IDTR_LIMIT, limit),
+        (guest::CR0, fix(sipi::CR0, cr0_fixed)),
+        (x86::vmx::vmcs::control::CR0_READ_SHADOW, sipi::CR0),
+        (guest::CR3, 0),
+        (guest::CR4, fix(0, cr4_fixed)),
+        (x86::vmx::vmcs::control::CR4_READ_SHADOW, 0),
+        (guest::IA32_EFER_FULL, 0),
+        (guest::RFLAGS, sipi::RFLAGS),
+        (guest::RIP, 0),
+        (guest::DR7, sipi::DR7),
+    ]
+}
+
+/// The value `list` gives field `f`, 0 when it does not set it.
+pub fn field_value(list: &[(u32, u64)], f: u32) -> u64 {
+    list.iter().find(|(k, _)| *k == f).map_or(0, |&(_, v)| v)
+}
+
 /// Fields every fresh vCPU gets whatever its start state (zero where not listed).
 pub fn fixed_fields(rsp: u64) -> [(u32, u64); 13] {
     [
@@ -239,29 +296,51 @@ mod tests {
         }
     }
 
-    fn field(list: &[(u32, u64)], f: u32) -> u64 {
-        list.iter().find(|(k, _)| *k == f).unwrap().1
-    }
-
     #[test]
     fn start_state_is_a_flat_long_mode_guest_within_the_fixed_bits() {
         let f = Features::from_caps(&skylake_caps()).unwrap();
         let s = start_fields(&f, &start());
-        assert_eq!(field(&s, guest::CS_ACCESS_RIGHTS), 0xA09B);
-        assert_eq!(field(&s, guest::DS_ACCESS_RIGHTS), 0xC093);
-        assert_eq!(field(&s, guest::TR_ACCESS_RIGHTS), 0x8B);
-        assert_eq!(field(&s, guest::LDTR_ACCESS_RIGHTS), 0x1_0082);
-        assert_eq!(field(&s, guest::CR4), 0x20 | CR4_VMXE);
-        assert_eq!(field(&s, x86::vmx::vmcs::control::CR4_READ_SHADOW), 0x20);
-        assert_eq!(field(&s, guest::CR0), 0x8001_0033);
-        assert_eq!(field(&s, guest::GDTR_LIMIT), 0x1F);
+        assert_eq!(field_value(&s, guest::CS_ACCESS_RIGHTS), 0xA09B);
+        assert_eq!(field_value(&s, guest::DS_ACCESS_RIGHTS), 0xC093);
+        assert_eq!(field_value(&s, guest::TR_ACCESS_RIGHTS), 0x8B);
+        assert_eq!(field_value(&s, guest::LDTR_ACCESS_RIGHTS), 0x1_0082);
+        assert_eq!(field_value(&s, guest::CR4), 0x20 | CR4_VMXE);
+        assert_eq!(
+            field_value(&s, x86::vmx::vmcs::control::CR4_READ_SHADOW),
+            0x20
+        );
+        assert_eq!(field_value(&s, guest::CR0), 0x8001_0033);
+        assert_eq!(field_value(&s, guest::GDTR_LIMIT), 0x1F);
         let mut s32 = start();
         s32.long_mode = false;
         let s = start_fields(&f, &s32);
-        assert_eq!(field(&s, guest::CS_ACCESS_RIGHTS), 0xC09B);
+        assert_eq!(field_value(&s, guest::CS_ACCESS_RIGHTS), 0xC09B);
         let fixed = fixed_fields(0x8000);
-        assert_eq!(field(&fixed, guest::LINK_PTR_FULL), u64::MAX);
-        assert_eq!(field(&fixed, guest::DR7), 0x400);
+        assert_eq!(field_value(&fixed, guest::LINK_PTR_FULL), u64::MAX);
+        assert_eq!(field_value(&fixed, guest::DR7), 0x400);
+    }
+
+    #[test]
+    fn startup_state_is_real_mode_at_the_vector() {
+        let f = Features::from_caps(&skylake_caps()).unwrap();
+        let s = sipi_fields(0x9A, (f.cr0_guest_fixed(), f.cr0_fixed.1), f.cr4_fixed);
+        assert_eq!(field_value(&s, guest::CS_SELECTOR), 0x9A00);
+        assert_eq!(field_value(&s, guest::CS_BASE), 0x9_A000);
+        assert_eq!(
+            field_value(&s, guest::CS_ACCESS_RIGHTS),
+            0x9B,
+            "16-bit code"
+        );
+        assert_eq!(field_value(&s, guest::SS_LIMIT), 0xFFFF);
+        assert_eq!(field_value(&s, guest::RIP), 0);
+        let cr0 = field_value(&s, guest::CR0);
+        assert_eq!(cr0 & 0x8000_0001, 0, "no protection, no paging");
+        assert_eq!(
+            field_value(&s, x86::vmx::vmcs::control::CR0_READ_SHADOW),
+            0x6000_0010
+        );
+        assert_eq!(field_value(&s, guest::CR4), CR4_VMXE);
+        assert_eq!(field_value(&s, guest::IA32_EFER_FULL), 0);
     }
 
     #[test]

@@ -695,6 +695,52 @@ impl vcpu::Vcpu for VmxVcpu {
     fn exit_name(&self, raw: u32) -> &'static str {
         exit::name(raw)
     }
+
+    fn start_up(&mut self, vector: u8) {
+        if let Err(e) = self.load_sipi_state(vector) {
+            log::error!("vmx: cannot start the vCPU at vector {vector:#x}: {e}");
+            self.broken = Some(e);
+        }
+    }
+}
+
+impl VmxVcpu {
+    /// Real mode at `vector << 12` (`vcpu::sipi`), outside IA-32e mode, nothing pending.
+    fn load_sipi_state(&mut self, vector: u8) -> Result<(), VmFail> {
+        self.make_current()?;
+        let (cr0_fixed, cr4_fixed) = (self.cr_rules.cr0_fixed, self.cr_rules.cr4_fixed);
+        let fields = gs::sipi_fields(vector, cr0_fixed, cr4_fixed);
+        write_all(&fields)?;
+        let entry =
+            read(control::VMENTRY_CONTROLS) & !u64::from(EntryControls::IA32E_MODE_GUEST.bits());
+        write_all(&[
+            (control::VMENTRY_CONTROLS, entry),
+            (control::VMENTRY_INTERRUPTION_INFO_FIELD, 0),
+            (guest::INTERRUPTIBILITY_STATE, 0),
+            (guest::ACTIVITY_STATE, 0),
+        ])?;
+        let (_, cs_base) = vcpu::sipi::code_segment(vector);
+        self.own.cr0_shadow = vcpu::sipi::CR0;
+        self.own.cr4_shadow = 0;
+        self.snapshot = Snapshot {
+            cr0: gs::field_value(&fields, guest::CR0),
+            cr3: 0,
+            cr4: gs::field_value(&fields, guest::CR4),
+            efer: 0,
+            cs_access: gs::access::CODE,
+            cs_base,
+            segments: Segments::default(),
+            interruptibility: 0,
+        };
+        self.regs = Regs {
+            rflags: vcpu::sipi::RFLAGS,
+            ..Regs::default()
+        };
+        self.exit_rip = 0;
+        self.pending = None;
+        self.efer_dirty = false;
+        self.flush_linear(u64::MAX, u64::MAX)
+    }
 }
 
 impl Drop for VmxVcpu {
