@@ -540,6 +540,16 @@ impl Platform {
         Some(vector)
     }
 
+    /// Whether an NMI waits for the vCPU (an NMI IPI or an I/O APIC entry in NMI mode).
+    pub fn has_nmi(&self) -> bool {
+        self.lapic.has_nmi()
+    }
+
+    /// The vCPU takes the pending NMI; false when there was none.
+    pub fn take_nmi(&mut self) -> bool {
+        self.lapic.take_nmi()
+    }
+
     pub fn take_power_event(&mut self) -> Option<PowerEvent> {
         self.power_event.take()
     }
@@ -660,15 +670,16 @@ impl Platform {
         self.ioapic.set_irq(gsi, level);
     }
 
-    /// Hands I/O APIC messages to the local APIC. One vCPU: every fixed or lowest-priority
-    /// message is for it. ExtINT messages are served by the PIC path; NMI, SMI and INIT are
-    /// not modelled.
+    /// Hands I/O APIC messages to the local APIC. One vCPU: every fixed, lowest-priority or
+    /// NMI message is for it. ExtINT messages are served by the PIC path; SMI and INIT are not
+    /// modelled.
     fn route_ioapic_deliveries(&mut self) {
         while let Some(delivery) = self.ioapic.take_delivery() {
             match delivery.mode {
                 DeliveryMode::Fixed | DeliveryMode::LowestPriority => self
                     .lapic
                     .accept_interrupt(delivery.vector, delivery.level_triggered),
+                DeliveryMode::Nmi => self.lapic.accept_nmi(),
                 _ => log::trace!("ignored I/O APIC delivery {:?}", delivery.vector),
             }
         }

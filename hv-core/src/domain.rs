@@ -2,8 +2,8 @@
 //! vendor-neutral `vcpu::Exit` and is handled once, the same way for SVM and VMX. CPUID goes
 //! through the guest CPUID policy, MSRs through the APIC, the backend's saved state and an
 //! allow-list, port I/O and MMIO to the platform devices, HLT blocks until an interrupt is due,
-//! interrupts are injected when the vCPU can take them and an interrupt window is requested when
-//! it cannot.
+//! NMIs and then interrupts are injected when the vCPU can take them and an NMI or interrupt
+//! window is requested when it cannot.
 //!
 //! It is not the scheduler (which chooses the domain to run and sleeps the host) and it touches no
 //! hardware: it is driven through the `Vcpu` trait, so it runs against a mock vCPU in tests.
@@ -117,6 +117,7 @@ impl<V: Vcpu> Domain<V> {
     /// the work when nothing can have changed since the last entry.
     pub fn prepare_entry(&mut self, now: u64) {
         self.platform.refresh(&mut self.ram, now);
+        self.prepare_nmi();
         if !self.platform.has_interrupt() {
             self.vcpu.request_interrupt_window(false);
         } else if self.vcpu.interruptible() {
@@ -129,11 +130,26 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
-    /// A halted vCPU has work again when an interrupt is ready for it (frames delivered to its
-    /// NICs are moved into its receive buffers first).
+    /// A pending NMI goes first: it outranks external interrupts (SDM Vol. 3A §7.9), and once
+    /// it is queued `interruptible` is false, so an interrupt waits for its window. It waits
+    /// for an NMI window while the guest is still handling the previous NMI.
+    fn prepare_nmi(&mut self) {
+        if !self.platform.has_nmi() {
+            self.vcpu.request_nmi_window(false);
+        } else if self.vcpu.nmi_allowed() {
+            self.platform.take_nmi();
+            self.vcpu.inject(Event::Nmi);
+            self.vcpu.request_nmi_window(false);
+        } else {
+            self.vcpu.request_nmi_window(true);
+        }
+    }
+
+    /// A halted vCPU has work again when an interrupt or an NMI is ready for it (frames
+    /// delivered to its NICs are moved into its receive buffers first).
     pub fn has_work(&mut self, now: u64) -> bool {
         self.platform.refresh(&mut self.ram, now);
-        self.platform.has_interrupt()
+        self.platform.has_interrupt() || self.platform.has_nmi()
     }
 
     /// Handles one exit.
@@ -149,7 +165,7 @@ impl<V: Vcpu> Domain<V> {
             Exit::MsrWrite => self.wrmsr(info, now),
             Exit::NestedPageFault { gpa, fetch, .. } => self.mmio(gpa, fetch, now),
             Exit::ExternalInterrupt => Next::HostInterrupt,
-            Exit::InterruptWindow => Next::Resume,
+            Exit::InterruptWindow | Exit::NmiWindow => Next::Resume,
             Exit::Hypercall => {
                 self.vcpu.regs_mut().gpr[reg::RAX] = HYPERCALL_ENOSYS;
                 self.skip(info)
