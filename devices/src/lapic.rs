@@ -1,7 +1,9 @@
 //! One CPU's local APIC (Intel SDM Vol. 3A ch. 11, "Advanced Programmable Interrupt Controller")
 //! with its xAPIC MMIO page, its x2APIC MSRs, the APIC timer (one-shot, periodic, TSC-deadline)
-//! and interrupt acceptance, priority and EOI. It is not an interrupt router: IPIs to other CPUs
-//! and level-triggered EOIs are handed back to the platform as a [`LapicAction`].
+//! and interrupt acceptance, priority and EOI, and the NMI latch of its CPU. It is not an
+//! interrupt router: IPIs to other CPUs and level-triggered EOIs are handed back to the platform
+//! as a [`LapicAction`]. LINT0 and LINT1 programmed as NMI deliver nothing: no NMI source is
+//! wired to them (LINT0 carries only the 8259's INTR, as ExtINT).
 
 use crate::layout;
 
@@ -11,9 +13,9 @@ pub enum LapicAction {
     None,
     /// An EOI retired a level-triggered vector: broadcast it to the I/O APIC.
     Eoi(u8),
-    /// An ICR write that reaches other CPUs. For Fixed and LowestPriority the sender has
+    /// An ICR write that reaches other CPUs. For Fixed, LowestPriority and NMI the sender has
     /// already taken its own share, so the platform must not deliver it back to the sender;
-    /// other modes (SMI, NMI, INIT, SIPI) name every target, the sender included.
+    /// other modes (SMI, INIT, SIPI) name every target, the sender included.
     Ipi {
         /// xAPIC: 8-bit APIC ID or logical mask; x2APIC: 32-bit destination.
         dest: u32,
@@ -236,6 +238,9 @@ pub struct Lapic {
     timer_deadline: Option<u64>,
     timer_period: u64,
     tsc_deadline: u64,
+    /// An NMI was accepted and the CPU has not taken it yet. One is latched, no more: another
+    /// before the CPU takes it is lost, as on hardware (SDM Vol. 3A §7.7.1).
+    nmi_pending: bool,
 }
 
 impl Lapic {
@@ -263,6 +268,7 @@ impl Lapic {
             timer_deadline: None,
             timer_period: 0,
             tsc_deadline: 0,
+            nmi_pending: false,
         }
     }
 
@@ -341,6 +347,24 @@ impl Lapic {
         }
         let vector = self.irr.highest()?;
         (u32::from(vector) & 0xF0 > self.ppr() & 0xF0).then_some(vector)
+    }
+
+    /// Accepts an NMI (an IPI, or an I/O APIC entry in NMI mode). A software-disabled APIC
+    /// still takes NMIs; a hardware-disabled one takes nothing (SDM 11.4.7.2, 11.4.3).
+    pub fn accept_nmi(&mut self) {
+        if self.hardware_enabled() {
+            self.nmi_pending = true;
+        }
+    }
+
+    /// Whether an NMI waits for the CPU.
+    pub fn has_nmi(&self) -> bool {
+        self.nmi_pending
+    }
+
+    /// The CPU takes the pending NMI; false when there was none.
+    pub fn take_nmi(&mut self) -> bool {
+        core::mem::take(&mut self.nmi_pending)
     }
 
     /// The CPU took `vector`: move it from the IRR to the ISR.
@@ -582,9 +606,10 @@ impl Lapic {
         };
         let to_others = match mode {
             MODE_FIXED | MODE_LOWEST_PRIORITY => self.send_fixed(low, dest),
+            MODE_NMI => self.send_nmi(low, dest),
             // INIT level de-assert is not supported since the Pentium 4 (SDM 11.6.1).
             MODE_INIT => level || low & ICR_TRIGGER_LEVEL == 0,
-            MODE_SMI | MODE_NMI | MODE_STARTUP => true,
+            MODE_SMI | MODE_STARTUP => true,
             _ => false,
         };
         if to_others {
@@ -602,8 +627,30 @@ impl Lapic {
             self.signal_error(ESR_SEND_ILLEGAL_VECTOR);
             return false;
         }
+        let (to_self, to_others) = self.ipi_targets(icr_low, dest);
+        if !to_self {
+            return to_others;
+        }
+        self.accept_interrupt(vector, icr_low & ICR_TRIGGER_LEVEL != 0);
+        to_others && (icr_low >> 8) & 0b111 != u32::from(MODE_LOWEST_PRIORITY)
+    }
+
+    /// Delivers an NMI IPI to this APIC if it is a target; returns whether other CPUs may be
+    /// targets too. The self shorthand is undefined for NMIs (SDM Table 11-3); like KVM, the
+    /// sender takes it.
+    fn send_nmi(&mut self, icr_low: u32, dest: u32) -> bool {
+        let (to_self, to_others) = self.ipi_targets(icr_low, dest);
+        if to_self {
+            self.accept_nmi();
+        }
+        to_others
+    }
+
+    /// Whether the IPI in `icr_low` for `dest` reaches this APIC, and whether it may reach
+    /// other ones (by its shorthand, or its destination when it has none).
+    fn ipi_targets(&self, icr_low: u32, dest: u32) -> (bool, bool) {
         let logical = icr_low & ICR_LOGICAL != 0;
-        let (to_self, to_others) = match ((icr_low >> 18) & 0b11) as u8 {
+        match ((icr_low >> 18) & 0b11) as u8 {
             SHORTHAND_NONE => (
                 self.matches_destination(dest, logical),
                 logical || dest != self.id,
@@ -611,12 +658,7 @@ impl Lapic {
             SHORTHAND_SELF => (true, false),
             SHORTHAND_ALL_INCLUDING_SELF => (true, true),
             _ => (false, true),
-        };
-        if !to_self {
-            return to_others;
         }
-        self.accept_interrupt(vector, icr_low & ICR_TRIGGER_LEVEL != 0);
-        to_others && (icr_low >> 8) & 0b111 != u32::from(MODE_LOWEST_PRIORITY)
     }
 
     // ---- Register file ----
@@ -1344,6 +1386,70 @@ mod tests {
             LapicAction::Ipi { shorthand: 3, .. }
         ));
         assert_eq!(apic.mmio_read(reg::IRR + 0x20, 0) & 1 << 16, 0);
+    }
+
+    #[test]
+    fn nmi_ipis_reach_this_apic_when_it_is_a_target() {
+        // Software-disabled: NMIs are still accepted (SDM 11.4.7.2).
+        let mut apic = Lapic::new(1, 1_000_000_000);
+        // Self shorthand.
+        assert_eq!(
+            apic.mmio_write(reg::ICR_LOW, 0x4_0400, 0),
+            LapicAction::None
+        );
+        assert!(apic.has_nmi());
+        assert!(apic.take_nmi());
+        assert!(!apic.has_nmi() && !apic.take_nmi(), "taken once");
+        // Physical destination: its own ID.
+        apic.mmio_write(reg::ICR_HIGH, 0x0100_0000, 0);
+        assert_eq!(apic.mmio_write(reg::ICR_LOW, 0x0400, 0), LapicAction::None);
+        assert!(apic.take_nmi());
+        // Another CPU: handed on, not taken here.
+        apic.mmio_write(reg::ICR_HIGH, 0x0200_0000, 0);
+        assert!(matches!(
+            apic.mmio_write(reg::ICR_LOW, 0x0400, 0),
+            LapicAction::Ipi {
+                dest: 2,
+                mode: 4,
+                ..
+            }
+        ));
+        assert!(!apic.has_nmi());
+        // All excluding self.
+        assert!(matches!(
+            apic.mmio_write(reg::ICR_LOW, 0xC_0400, 0),
+            LapicAction::Ipi { shorthand: 3, .. }
+        ));
+        assert!(!apic.has_nmi());
+        // All including self: taken here and handed on.
+        assert!(matches!(
+            apic.mmio_write(reg::ICR_LOW, 0x8_0400, 0),
+            LapicAction::Ipi { shorthand: 2, .. }
+        ));
+        assert!(apic.take_nmi());
+        // Broadcast destination.
+        apic.mmio_write(reg::ICR_HIGH, 0xFF00_0000, 0);
+        assert!(matches!(
+            apic.mmio_write(reg::ICR_LOW, 0x0400, 0),
+            LapicAction::Ipi { mode: 4, .. }
+        ));
+        assert!(apic.take_nmi());
+        assert_eq!(apic.pending_vector(), None, "an NMI sets no IRR bit");
+    }
+
+    #[test]
+    fn x2apic_nmi_ipis_and_a_hardware_disabled_apic() {
+        let mut apic = x2apic(7);
+        assert_eq!(
+            apic.msr_write(0x830, 7u64 << 32 | 0x400, 0),
+            Ok(LapicAction::None)
+        );
+        assert!(apic.take_nmi());
+        assert!(apic.msr_write(0x830, 8u64 << 32 | 0x400, 0).is_ok());
+        assert!(!apic.has_nmi(), "APIC 8 is another CPU");
+        apic.msr_write(MSR_APIC_BASE, 0, 0).unwrap();
+        apic.accept_nmi();
+        assert!(!apic.has_nmi(), "a hardware-disabled APIC takes nothing");
     }
 
     #[test]

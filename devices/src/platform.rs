@@ -32,6 +32,7 @@ const POST_PORT: u16 = 0x80;
 /// ICR delivery modes and destination shorthands (SDM Vol. 3A 11.6.1).
 const MODE_FIXED: u8 = 0;
 const MODE_LOWEST_PRIORITY: u8 = 1;
+const MODE_NMI: u8 = 4;
 const MODE_INIT: u8 = 5;
 const MODE_STARTUP: u8 = 6;
 const SHORTHAND_NONE: u8 = 0;
@@ -611,6 +612,28 @@ impl Platform {
         (!self.startups.is_empty()).then(|| self.startups.remove(0))
     }
 
+    /// Whether an NMI waits for the selected vCPU (an NMI IPI or an I/O APIC entry in NMI
+    /// mode).
+    pub fn has_nmi(&self) -> bool {
+        self.lapics[self.cur].has_nmi()
+    }
+
+    /// The selected vCPU takes its pending NMI; false when there was none.
+    pub fn take_nmi(&mut self) -> bool {
+        self.lapics[self.cur].take_nmi()
+    }
+
+    /// The vCPUs with an interrupt or an NMI ready, a bit each: those a halt ends for.
+    pub fn wake_mask(&self) -> u64 {
+        let nmis = self
+            .lapics
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.has_nmi())
+            .fold(0, |mask, (i, _)| mask | 1 << i);
+        self.interrupt_mask() | nmis
+    }
+
     pub fn take_power_event(&mut self) -> Option<PowerEvent> {
         self.power_event.take()
     }
@@ -732,19 +755,21 @@ impl Platform {
     }
 
     /// Hands I/O APIC messages to the local APICs they name. ExtINT messages are served by the
-    /// PIC path; NMI, SMI and INIT from the I/O APIC are not modelled.
+    /// PIC path; SMI and INIT from the I/O APIC are not modelled.
     fn route_ioapic_deliveries(&mut self) {
         while let Some(d) = self.ioapic.take_delivery() {
+            let lowest = d.mode == DeliveryMode::LowestPriority;
+            let mask = self.destinations(d.dest, d.logical, lowest);
+            let targets = self
+                .lapics
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0);
             match d.mode {
                 DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                    let lowest = d.mode == DeliveryMode::LowestPriority;
-                    let mask = self.destinations(d.dest, d.logical, lowest);
-                    for (i, lapic) in self.lapics.iter_mut().enumerate() {
-                        if mask & (1 << i) != 0 {
-                            lapic.accept_interrupt(d.vector, d.level_triggered);
-                        }
-                    }
+                    targets.for_each(|(_, l)| l.accept_interrupt(d.vector, d.level_triggered))
                 }
+                DeliveryMode::Nmi => targets.for_each(|(_, l)| l.accept_nmi()),
                 _ => log::trace!("ignored I/O APIC delivery {:?}", d.vector),
             }
         }
@@ -796,7 +821,7 @@ impl Platform {
     }
 
     /// Delivers one IPI from vCPU `from` to vCPU `to` (SDM Vol. 3A 11.6.1). The sender's APIC
-    /// already took its own fixed and lowest-priority IPIs; a vCPU does not INIT or start
+    /// already took its own fixed, lowest-priority and NMI IPIs; a vCPU does not INIT or start
     /// itself.
     fn send_ipi(&mut self, from: usize, to: usize, mode: u8, vector: u8, level: bool) {
         if to == from {
@@ -804,6 +829,7 @@ impl Platform {
         }
         match mode {
             MODE_FIXED | MODE_LOWEST_PRIORITY => self.lapics[to].accept_interrupt(vector, false),
+            MODE_NMI => self.lapics[to].accept_nmi(),
             MODE_INIT if level => self.startups.push((to, Startup::Init)),
             MODE_STARTUP => self.startups.push((to, Startup::Sipi(vector))),
             _ => log::trace!("ignored IPI mode {mode} from vCPU {from} to {to}"),
@@ -1372,6 +1398,19 @@ mod tests {
         send_ipi(&mut p, 1, 5 << 8 | 1 << 15);
         assert_eq!(p.take_startup(), None);
         assert_eq!(p.interrupt_mask(), 0);
+    }
+
+    #[test]
+    fn nmi_ipis_reach_other_vcpus_and_wake_them() {
+        let mut p = smp_platform(2);
+        enable_all(&mut p);
+        send_ipi(&mut p, 1, 4 << 8);
+        assert_eq!(p.wake_mask(), 0b10);
+        assert_eq!(p.interrupt_mask(), 0, "an NMI is not an external interrupt");
+        assert!(!p.has_nmi());
+        p.select_vcpu(1);
+        assert!(p.take_nmi());
+        assert_eq!(p.wake_mask(), 0);
     }
 
     #[test]

@@ -209,6 +209,14 @@ impl Vcpu for AnyVcpu {
         dispatch!(self, v => v.request_interrupt_window(on))
     }
 
+    fn nmi_allowed(&self) -> bool {
+        dispatch!(self, v => v.nmi_allowed())
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        dispatch!(self, v => v.request_nmi_window(on))
+    }
+
     fn read_state_msr(&self, msr: u32) -> Option<u64> {
         dispatch!(self, v => v.read_state_msr(msr))
     }

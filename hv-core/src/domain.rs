@@ -2,8 +2,8 @@
 //! vendor-neutral `vcpu::Exit` and is handled once, the same way for SVM and VMX. CPUID goes
 //! through the guest CPUID policy, MSRs through the APIC, the backend's saved state and an
 //! allow-list, port I/O and MMIO to the platform devices, HLT blocks until an interrupt is due,
-//! interrupts are injected when the vCPU can take them and an interrupt window is requested when
-//! it cannot.
+//! NMIs and then interrupts are injected when the vCPU can take them and an NMI or interrupt
+//! window is requested when it cannot.
 //!
 //! A domain has one or more vCPUs. One is current: `vcpu` and the per-vCPU state next to it
 //! (CPUID table, MSRs, kvmclock registrations, walk cache) are its, and the others wait in
@@ -189,7 +189,7 @@ impl<V: Vcpu> Domain<V> {
         if !rotate && self.activity[self.cur] == Activity::Running {
             return true;
         }
-        let ready = self.platform.interrupt_mask();
+        let ready = self.platform.wake_mask();
         let runnable = |i: usize, a: Activity| {
             a == Activity::Running || (a == Activity::Halted && ready & (1 << i) != 0)
         };
@@ -206,10 +206,10 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
-    /// Whether an interrupt is ready for a vCPU other than the current one.
+    /// Whether an interrupt or an NMI is ready for a vCPU other than the current one.
     #[inline]
     pub fn sibling_has_interrupt(&self) -> bool {
-        self.platform.interrupt_mask() & !(1 << self.cur) != 0
+        self.platform.wake_mask() & !(1 << self.cur) != 0
     }
 
     /// Swaps vCPU `i` and its state in for the current one.
@@ -257,6 +257,7 @@ impl<V: Vcpu> Domain<V> {
     /// the work when nothing can have changed since the last entry.
     pub fn prepare_entry(&mut self, now: u64) {
         self.platform.refresh(&mut self.ram, now);
+        self.prepare_nmi();
         if !self.platform.has_interrupt() {
             self.vcpu.request_interrupt_window(false);
         } else if self.vcpu.interruptible() {
@@ -269,12 +270,27 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
-    /// A blocked domain has work again when an interrupt is ready for one of its halted vCPUs
-    /// (frames delivered to its NICs are moved into its receive buffers first), or one of them
-    /// runs (started by a STARTUP IPI).
+    /// A pending NMI goes first: it outranks external interrupts (SDM Vol. 3A §7.9), and once
+    /// it is queued `interruptible` is false, so an interrupt waits for its window. It waits
+    /// for an NMI window while the guest is still handling the previous NMI.
+    fn prepare_nmi(&mut self) {
+        if !self.platform.has_nmi() {
+            self.vcpu.request_nmi_window(false);
+        } else if self.vcpu.nmi_allowed() {
+            self.platform.take_nmi();
+            self.vcpu.inject(Event::Nmi);
+            self.vcpu.request_nmi_window(false);
+        } else {
+            self.vcpu.request_nmi_window(true);
+        }
+    }
+
+    /// A blocked domain has work again when an interrupt or an NMI is ready for one of its
+    /// halted vCPUs (frames delivered to its NICs are moved into its receive buffers first), or
+    /// one of them runs (started by a STARTUP IPI).
     pub fn has_work(&mut self, now: u64) -> bool {
         self.platform.refresh(&mut self.ram, now);
-        let ready = self.platform.interrupt_mask();
+        let ready = self.platform.wake_mask();
         self.activity.iter().enumerate().any(|(i, a)| {
             *a == Activity::Running || (*a == Activity::Halted && ready & (1 << i) != 0)
         })
@@ -302,7 +318,7 @@ impl<V: Vcpu> Domain<V> {
             Exit::MsrWrite => self.wrmsr(info, now),
             Exit::NestedPageFault { gpa, fetch, .. } => self.mmio(gpa, fetch, now),
             Exit::ExternalInterrupt => Next::HostInterrupt,
-            Exit::InterruptWindow => Next::Resume,
+            Exit::InterruptWindow | Exit::NmiWindow => Next::Resume,
             Exit::Hypercall => {
                 self.vcpu.regs_mut().gpr[reg::RAX] = HYPERCALL_ENOSYS;
                 self.skip(info)

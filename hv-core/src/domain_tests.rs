@@ -15,6 +15,9 @@ struct MockVcpu {
     regs: Regs,
     injected: Option<Event>,
     window: bool,
+    /// The guest is still in the handler of an earlier NMI.
+    nmi_blocked: bool,
+    nmi_window: bool,
     efer: u64,
     /// CR4 bits on top of PAE.
     cr4: u64,
@@ -54,6 +57,12 @@ impl Vcpu for MockVcpu {
     }
     fn request_interrupt_window(&mut self, on: bool) {
         self.window = on;
+    }
+    fn nmi_allowed(&self) -> bool {
+        !self.nmi_blocked && self.injected.is_none()
+    }
+    fn request_nmi_window(&mut self, on: bool) {
+        self.nmi_window = on;
     }
     fn read_state_msr(&self, msr: u32) -> Option<u64> {
         (msr == 0xC000_0080).then_some(self.efer)
@@ -420,4 +429,63 @@ fn each_vcpu_sees_its_own_apic_id_and_wakes_on_its_own_interrupts() {
     d.vcpu.regs.rflags |= 1 << 9;
     d.prepare_entry(0);
     assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x40)));
+}
+
+/// The guest sends itself an NMI through the xAPIC's ICR (self shorthand, delivery mode NMI).
+fn self_nmi(d: &mut Domain<MockVcpu>) {
+    assert!(d.platform.mmio_write(0xFEE0_0300, 4, 0x4_0400, 0));
+}
+
+#[test]
+fn an_nmi_goes_before_a_pending_interrupt() {
+    let mut d = domain();
+    d.platform.mmio_write(0xFEE0_00F0, 4, 0x1FF, 0);
+    d.platform.mmio_write(0xFEE0_0300, 4, 0x4_0041, 0);
+    self_nmi(&mut d);
+    d.vcpu.regs.rflags |= 1 << 9;
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Nmi));
+    assert!(!d.vcpu.nmi_window);
+    assert!(d.vcpu.window, "the interrupt waits for its window");
+    d.vcpu.injected = None;
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x41)));
+    assert!(!d.platform.has_nmi(), "the NMI was taken once");
+}
+
+#[test]
+fn a_blocked_nmi_waits_for_its_window_without_holding_interrupts_back() {
+    let mut d = domain();
+    d.platform.mmio_write(0xFEE0_00F0, 4, 0x1FF, 0);
+    d.vcpu.nmi_blocked = true;
+    self_nmi(&mut d);
+    d.platform.mmio_write(0xFEE0_0300, 4, 0x4_0041, 0);
+    d.vcpu.regs.rflags |= 1 << 9;
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x41)));
+    assert!(d.vcpu.nmi_window);
+    assert!(d.platform.has_nmi(), "still pending");
+    // The handler's IRET: the window opens.
+    d.vcpu.injected = None;
+    d.vcpu.nmi_blocked = false;
+    assert_eq!(d.handle(exit(Exit::NmiWindow, None), 0), Next::Resume);
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Nmi));
+    assert!(!d.vcpu.nmi_window);
+}
+
+#[test]
+fn an_nmi_wakes_a_halted_vcpu_with_interrupts_off() {
+    let mut d = domain();
+    code(&mut d, &[0xF4]);
+    assert_eq!(d.handle(exit(Exit::Hlt, None), 0), Next::Halt);
+    assert!(!d.has_work(0));
+    self_nmi(&mut d);
+    assert!(
+        d.has_work(0),
+        "NMIs ignore RFLAGS.IF and a software-disabled APIC"
+    );
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Nmi));
+    assert!(!d.has_work(0));
 }

@@ -12,6 +12,7 @@ pub const SMI: u64 = 0x62;
 pub const INIT: u64 = 0x63;
 pub const VINTR: u64 = 0x64;
 pub const CPUID: u64 = 0x72;
+pub const IRET: u64 = 0x74;
 pub const INVD: u64 = 0x76;
 pub const HLT: u64 = 0x78;
 pub const INVLPGA: u64 = 0x7A;
@@ -123,7 +124,7 @@ pub fn name(raw: u32) -> &'static str {
         0x71 => "POPF",
         CPUID => "CPUID",
         0x73 => "RSM",
-        0x74 => "IRET",
+        IRET => "IRET",
         0x75 => "SWINT",
         INVD => "INVD",
         0x77 => "PAUSE",

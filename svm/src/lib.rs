@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod exit;
 pub mod features;
 pub mod intercepts;
+pub mod nmi;
 mod switch;
 pub mod vcpu;
 pub mod vmcb;

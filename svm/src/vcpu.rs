@@ -1,12 +1,14 @@
 //! One SVM virtual CPU: its VMCB programmed with the monitor's intercepts and nested paging,
 //! the guest's start state, event injection with interrupt-window exits (V_IRQ + VINTR, as APM
-//! Vol. 2 §15.21.4 describes), re-injection of events cut short by an exit (EXITINTINFO,
-//! §15.20), and the `vcpu::Vcpu` implementation the exit loop drives.
+//! Vol. 2 §15.21.4 describes), NMI injection with the guest's NMI blocking tracked through the
+//! IRET intercept (`nmi`), re-injection of events cut short by an exit (EXITINTINFO, §15.20),
+//! and the `vcpu::Vcpu` implementation the exit loop drives.
 
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::intercepts::{IoPermissionMap, MsrPermissionMap};
+use crate::nmi::NmiBlocking;
 use crate::vmcb::{self, attrib, event, misc1, misc2, Segment, Vmcb};
 use crate::{exit, Features};
 use vcpu::{ControlState, Event, ExitInfo, InvalidValue, Regs, Segments, StartState};
@@ -48,6 +50,7 @@ pub struct SvmVcpu {
     /// RIP at the last exit: when the core moves past the exiting instruction, the interrupt
     /// shadow of an STI or MOV SS before it ends.
     exit_rip: u64,
+    nmi: NmiBlocking,
 }
 
 /// ASIDs tracked for sharing; CPUs with more are used only up to this many.
@@ -113,6 +116,7 @@ impl SvmVcpu {
             regs: start.regs,
             nrip_save: shared.features.nrip_save,
             exit_rip: start.regs.rip,
+            nmi: NmiBlocking::default(),
         }
     }
 
@@ -126,6 +130,29 @@ impl SvmVcpu {
         if self.regs.rip != self.exit_rip {
             self.vmcb.control.interrupt_shadow &= !1;
         }
+    }
+
+    /// Intercepts IRET while the guest handles an injected NMI.
+    fn sync_iret_intercept(&mut self) {
+        let c = &mut self.vmcb.control;
+        if self.nmi.intercept_iret() {
+            c.intercept_misc1 |= misc1::IRET;
+        } else {
+            c.intercept_misc1 &= !misc1::IRET;
+        }
+    }
+
+    /// Follows the guest's NMI blocking through an exit at `rip`; true for the IRET intercept,
+    /// which the guest resumes from at once (the IRET is not skipped: it runs at the entry).
+    fn track_nmi(&mut self, code: u64, rip: u64) -> bool {
+        let iret = code == exit::IRET;
+        if iret {
+            self.nmi.iret_intercepted(rip);
+        } else {
+            self.nmi.exited_at(rip);
+        }
+        self.sync_iret_intercept();
+        iret
     }
 
     /// An event cut short by the exit is delivered again at the next entry (APM §15.20).
@@ -188,8 +215,9 @@ fn valid_pat(value: u64) -> bool {
         .all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
 }
 
-impl vcpu::Vcpu for SvmVcpu {
-    fn run(&mut self) -> ExitInfo {
+impl SvmVcpu {
+    /// One VMRUN, up to the #VMEXIT, with the guest's registers moved in and out.
+    fn enter(&mut self) {
         self.end_shadow_if_skipped();
         let s = &mut self.vmcb.save;
         s.rax = self.regs.gpr[vcpu::reg::RAX];
@@ -210,9 +238,21 @@ impl vcpu::Vcpu for SvmVcpu {
         self.exit_rip = s.rip;
         self.regs.rflags = s.rflags;
         self.requeue_interrupted_event();
-        let c = &self.vmcb.control;
-        let next_rip = self.nrip_save.then_some(c.next_rip);
-        exit::decode(c.exit_code, c.exit_info1, c.exit_info2, next_rip)
+    }
+}
+
+impl vcpu::Vcpu for SvmVcpu {
+    /// Enters the guest; the IRET intercept is handled here and the guest re-entered.
+    fn run(&mut self) -> ExitInfo {
+        loop {
+            self.enter();
+            let code = self.vmcb.control.exit_code;
+            if !self.track_nmi(code, self.regs.rip) {
+                let c = &self.vmcb.control;
+                let next_rip = self.nrip_save.then_some(c.next_rip);
+                return exit::decode(code, c.exit_info1, c.exit_info2, next_rip);
+            }
+        }
     }
 
     fn regs(&self) -> &Regs {
@@ -249,6 +289,10 @@ impl vcpu::Vcpu for SvmVcpu {
     }
 
     fn inject(&mut self, ev: Event) {
+        if ev == Event::Nmi {
+            self.nmi.injected();
+            self.sync_iret_intercept();
+        }
         self.vmcb.control.event_inj = match ev {
             Event::Interrupt(v) => event::VALID | event::TYPE_INTR | u64::from(v),
             Event::Nmi => event::VALID | event::TYPE_NMI | 2,
@@ -288,6 +332,17 @@ impl vcpu::Vcpu for SvmVcpu {
             c.intercept_misc1 &= !misc1::VINTR;
         }
     }
+
+    fn nmi_allowed(&self) -> bool {
+        let c = &self.vmcb.control;
+        // A shadow ends with the exiting instruction when the core skipped it.
+        let shadowed = c.interrupt_shadow & 1 != 0 && self.regs.rip == self.exit_rip;
+        !self.nmi.blocked() && !shadowed && c.event_inj & event::VALID == 0
+    }
+
+    /// Nothing to arm: while the handler runs, its IRET exits; after that, and for a shadow
+    /// or a queued event, the next exit of any kind is the window.
+    fn request_nmi_window(&mut self, _on: bool) {}
 
     fn read_state_msr(&self, msr: u32) -> Option<u64> {
         let s = &self.vmcb.save;
@@ -330,6 +385,8 @@ impl vcpu::Vcpu for SvmVcpu {
         let c = &mut self.vmcb.control;
         c.event_inj = 0;
         c.interrupt_shadow = 0;
+        self.nmi = NmiBlocking::default();
+        self.sync_iret_intercept();
         self.regs = Regs {
             rip: 0,
             rflags: vcpu::sipi::RFLAGS,
@@ -514,6 +571,37 @@ mod tests {
         );
         assert_eq!(v.write_state_msr(MSR_PAT, 0x0007_0106_0007_0406), Ok(true));
         assert_eq!(v.write_state_msr(0x10, 0), Ok(false));
+    }
+
+    #[test]
+    fn an_injected_nmi_blocks_nmis_until_the_exit_after_its_iret() {
+        let mut v = vcpu();
+        assert!(v.nmi_allowed(), "NMIs ignore RFLAGS.IF");
+        v.inject(Event::Nmi);
+        assert_eq!(v.vmcb.control.event_inj, event::VALID | event::TYPE_NMI | 2);
+        assert!(v.vmcb.control.intercept_misc1 & misc1::IRET != 0);
+        v.vmcb.control.event_inj = 0;
+        assert!(!v.nmi_allowed(), "in the handler");
+        assert!(!v.track_nmi(exit::NPF, 0x5000), "an exit in the handler");
+        assert!(v.track_nmi(exit::IRET, 0x5010), "the IRET is run at once");
+        assert_eq!(v.vmcb.control.intercept_misc1 & misc1::IRET, 0);
+        assert!(!v.nmi_allowed());
+        assert!(!v.track_nmi(exit::INTR, 0x5010));
+        assert!(!v.nmi_allowed(), "an exit before the IRET ran");
+        v.regs_mut().rip = 0x10_0300;
+        assert!(!v.track_nmi(exit::NPF, 0x10_0300));
+        assert!(v.nmi_allowed(), "past the IRET");
+    }
+
+    #[test]
+    fn nmis_wait_for_a_shadow_the_core_did_not_skip_and_a_queued_event() {
+        let mut v = vcpu();
+        v.vmcb.control.interrupt_shadow = 1;
+        assert!(!v.nmi_allowed());
+        v.regs_mut().rip += 1;
+        assert!(v.nmi_allowed(), "the instruction in the shadow was skipped");
+        v.inject(Event::Interrupt(0x30));
+        assert!(!v.nmi_allowed());
     }
 
     #[test]

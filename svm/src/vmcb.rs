@@ -174,6 +174,7 @@ pub mod misc1 {
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
+    pub const IRET: u32 = 1 << 20;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;

@@ -61,6 +61,8 @@ pub enum Exit {
     ExternalInterrupt,
     /// The guest can now take the interrupt the core asked a window for.
     InterruptWindow,
+    /// The guest can now take the NMI the core asked a window for.
+    NmiWindow,
     /// VMMCALL or VMCALL.
     Hypercall,
     /// A virtualization instruction (VMRUN, VMLOAD, VMXON, …) the guest may not use: #UD.
@@ -174,6 +176,12 @@ pub trait Vcpu {
     fn interruptible(&self) -> bool;
     /// Asks for an `Exit::InterruptWindow` as soon as the guest can take an interrupt.
     fn request_interrupt_window(&mut self, on: bool);
+    /// True when an NMI could be delivered at the next entry: the guest is not still handling
+    /// the last one (no IRET since), no interrupt shadow, no event already queued.
+    fn nmi_allowed(&self) -> bool;
+    /// Asks for an exit as soon as the guest can take an NMI (`Exit::NmiWindow`, or any exit
+    /// after which `nmi_allowed` holds, where the hardware has no NMI-window exit).
+    fn request_nmi_window(&mut self, on: bool);
     /// MSRs whose state the hardware keeps in the VMCB/VMCS (EFER, PAT, SYSENTER_*, …):
     /// `None` when the backend does not hold this MSR.
     fn read_state_msr(&self, msr: u32) -> Option<u64>;

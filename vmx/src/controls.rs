@@ -39,6 +39,9 @@ pub struct Controls {
     pub secondary: u32,
     pub exit: u32,
     pub entry: u32,
+    /// "NMI-window exiting" may be set: the CPU offers it and "virtual NMIs" is on, which it
+    /// needs (SDM Vol. 3C §27.2.1.1).
+    pub nmi_window: bool,
 }
 
 /// A control the monitor cannot run without.
@@ -48,14 +51,16 @@ pub struct Missing(pub &'static str);
 impl Controls {
     /// The monitor's policy: exits on external interrupts, NMIs, HLT, every port, every MSR
     /// but the pass-through ones, MONITOR/MWAIT; the VMX-preemption timer (a backstop that
-    /// ends a slice the host timer could not), EPT, VPID, unrestricted guest, RDTSCP,
+    /// ends a slice the host timer could not), virtual NMIs (the CPU tracks the guest's NMI
+    /// blocking until its IRET, SDM Vol. 3C §26.3), EPT, VPID, unrestricted guest, RDTSCP,
     /// INVPCID and XSAVES where offered; a 64-bit host; EFER and PAT switched by the CPU.
     /// Acknowledge-interrupt-on-exit stays clear: the interrupt remains pending in the host's
     /// LAPIC and the host takes it through its IDT once it opens an interrupt window.
     pub fn compute(caps: &ControlCaps) -> Result<Self, Missing> {
         let pin =
             (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::NMI_EXITING).bits();
-        let pin_optional = PinbasedControls::VMX_PREEMPTION_TIMER.bits();
+        let pin_optional =
+            (PinbasedControls::VMX_PREEMPTION_TIMER | PinbasedControls::VIRTUAL_NMIS).bits();
         let primary = (PrimaryControls::HLT_EXITING
             | PrimaryControls::UNCOND_IO_EXITING
             | PrimaryControls::USE_MSR_BITMAPS
@@ -103,12 +108,16 @@ impl Controls {
         {
             return Err(Missing(what));
         }
+        let pin = adjust(pin | pin_optional, caps.pin);
+        let virtual_nmis = pin & PinbasedControls::VIRTUAL_NMIS.bits() != 0;
+        let nmi_window = PrimaryControls::NMI_WINDOW_EXITING.bits();
         Ok(Self {
-            pin: adjust(pin | pin_optional, caps.pin),
+            pin,
             primary: adjust(primary, caps.primary),
             secondary: adjust(secondary_required | secondary_optional, caps.secondary),
             exit: adjust(exit, caps.exit),
             entry: adjust(entry, caps.entry),
+            nmi_window: virtual_nmis && unsupported(nmi_window, caps.primary) == 0,
         })
     }
 
@@ -164,6 +173,12 @@ mod tests {
         assert!(!p.contains(PrimaryControls::INTERRUPT_WINDOW_EXITING));
         assert_eq!(c.pin & 0x16, 0x16, "default-1 pin controls stay set");
         assert!(c.has_pin(PinbasedControls::VMX_PREEMPTION_TIMER));
+        assert!(c.has_pin(PinbasedControls::VIRTUAL_NMIS));
+        assert!(c.nmi_window);
+        assert!(
+            !p.contains(PrimaryControls::NMI_WINDOW_EXITING),
+            "asked for only while an NMI waits"
+        );
         for s in [
             SecondaryControls::ENABLE_EPT,
             SecondaryControls::ENABLE_VPID,
@@ -197,5 +212,19 @@ mod tests {
         let mut caps = skylake();
         caps.primary = cap(0x0400_6172, 0xEFF9_FFFE);
         assert!(Controls::compute(&caps).is_err());
+    }
+
+    #[test]
+    fn nmi_window_exiting_needs_virtual_nmis() {
+        let mut caps = skylake();
+        caps.pin = cap(0x16, 0x5F);
+        let c = Controls::compute(&caps).unwrap();
+        assert!(!c.has_pin(PinbasedControls::VIRTUAL_NMIS));
+        assert!(!c.nmi_window, "offered, but useless without virtual NMIs");
+        let mut caps = skylake();
+        caps.primary = cap(0x0400_6172, 0xFFB9_FFFE);
+        let c = Controls::compute(&caps).unwrap();
+        assert!(c.has_pin(PinbasedControls::VIRTUAL_NMIS));
+        assert!(!c.nmi_window, "not offered");
     }
 }

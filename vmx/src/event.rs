@@ -1,10 +1,13 @@
 //! The VM-entry interruption-information format and its VM-exit twins (SDM Vol. 3C §25.8.3,
-//! §25.9.2-25.9.3): encoding the event the core injects, and turning an event whose delivery
-//! an exit cut short (IDT-vectoring information) back into one for the next entry (§28.2.4).
+//! §25.9.2-25.9.3): encoding the event the core injects, turning an event whose delivery an
+//! exit cut short (IDT-vectoring information) back into one for the next entry (§28.2.4), and
+//! the interruptibility state an NMI injection needs.
 //!
 //! Pure encoding; the VMCS reads and writes are in `vcpu`.
 
 use vcpu::Event;
+
+use crate::guest::blocking;
 
 pub const VALID: u32 = 1 << 31;
 pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
@@ -89,6 +92,18 @@ impl Injection {
     }
 }
 
+/// The guest interruptibility state for an entry that injects `info` (SDM Vol. 3C §27.3.1.5):
+/// an NMI needs virtual-NMI blocking clear (an exit during an NMI's delivery leaves it set,
+/// and the NMI is requeued), and some CPUs refuse it in an STI shadow, which the NMI's
+/// delivery ends anyway (the handler's IRET does not restore it).
+pub fn entry_interruptibility(info: u32, interruptibility: u32) -> u32 {
+    if info & VALID != 0 && (info & TYPE_MASK) >> TYPE_SHIFT == kind::NMI {
+        interruptibility & !(blocking::STI | blocking::NMI)
+    } else {
+        interruptibility
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +125,18 @@ mod tests {
         assert_eq!(ud.info, 0x8000_0306);
         assert_eq!(gp.for_mode(false).info, 0x8000_030D);
         assert_eq!(gp.for_mode(true), gp);
+    }
+
+    #[test]
+    fn an_nmi_enters_without_sti_or_nmi_blocking() {
+        let nmi = Injection::of(Event::Nmi).info;
+        let all = blocking::STI | blocking::MOV_SS | blocking::NMI;
+        assert_eq!(entry_interruptibility(nmi, all), blocking::MOV_SS);
+        let requeued = Injection::requeue(0x8000_0202, 0, 0).unwrap().info;
+        assert_eq!(entry_interruptibility(requeued, blocking::NMI), 0);
+        let ext = Injection::of(Event::Interrupt(0x30)).info;
+        assert_eq!(entry_interruptibility(ext, all), all, "not an NMI");
+        assert_eq!(entry_interruptibility(nmi & !VALID, all), all, "not valid");
     }
 
     #[test]

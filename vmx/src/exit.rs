@@ -68,7 +68,8 @@ pub fn decode(reason: u32, rip: u64, read: Read) -> ExitInfo {
                 (Exit::ExternalInterrupt, None)
             }
             TRIPLE_FAULT => (Exit::Shutdown, None),
-            INTERRUPT_WINDOW | NMI_WINDOW => (Exit::InterruptWindow, None),
+            INTERRUPT_WINDOW => (Exit::InterruptWindow, None),
+            NMI_WINDOW => (Exit::NmiWindow, None),
             CPUID => (Exit::Cpuid, next()),
             HLT => (Exit::Hlt, next()),
             INVD | WBINVD => (Exit::CacheFlush, next()),
@@ -101,8 +102,11 @@ pub fn decode(reason: u32, rip: u64, read: Read) -> ExitInfo {
     }
 }
 
-/// Exit reason 0: an NMI (which the host does not use: treated as a host interrupt) or an
-/// exception the exception bitmap intercepts.
+/// Exit reason 0: an exception the exception bitmap intercepts, or a host NMI. With "NMI
+/// exiting" the exit consumes the NMI (SDM Vol. 3C §26.3): nothing is left pending for the
+/// host. The monitor raises no NMIs itself (no watchdog, no profiling counters), and one from
+/// the platform (NMI button, chipset error) has no handler to go to, so it is dropped and the
+/// exit ends the slice like a host interrupt.
 fn exception(info: u32, read: Read) -> Exit {
     if (info >> 8) & 0x7 == crate::event::kind::NMI {
         return Exit::ExternalInterrupt;
@@ -397,6 +401,12 @@ mod tests {
             decode(INTERRUPT_WINDOW, 0, &none).exit,
             Exit::InterruptWindow
         );
+        let nmi_window = decode(NMI_WINDOW, 0, &none);
+        assert_eq!(
+            (nmi_window.exit, nmi_window.next_rip),
+            (Exit::NmiWindow, None)
+        );
+        assert_eq!(name(NMI_WINDOW), "NMI_WINDOW");
         assert_eq!(decode(EPT_MISCONFIG, 0, &none).exit, Exit::Unknown);
         let fail = decode(ENTRY_FAILURE | ENTRY_FAIL_GUEST_STATE, 0, &none);
         assert_eq!(fail.exit, Exit::InvalidState);
@@ -416,6 +426,7 @@ mod tests {
                 error_code: Some(4)
             }
         );
+        // A host NMI (type 2, vector 2) is not the guest's: it ends the slice.
         let nmi = fields(&[(ro::VMEXIT_INTERRUPTION_INFO, 0x8000_0202)]);
         assert_eq!(
             decode(EXCEPTION_OR_NMI, 0, &nmi).exit,

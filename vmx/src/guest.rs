@@ -210,9 +210,17 @@ pub struct Snapshot {
     pub cs_access: u32,
     pub cs_base: u64,
     pub segments: Segments,
-    /// Guest interruptibility state (SDM Vol. 3C Table 25-3): bit 0 STI blocking, bit 1
-    /// MOV-SS blocking.
+    /// Guest interruptibility state (SDM Vol. 3C Table 25-3), `blocking` bits.
     pub interruptibility: u32,
+}
+
+/// Guest interruptibility-state bits (SDM Vol. 3C Table 25-3).
+pub mod blocking {
+    pub const STI: u32 = 1 << 0;
+    pub const MOV_SS: u32 = 1 << 1;
+    /// With "virtual NMIs": virtual-NMI blocking, from an NMI's delivery until the guest's
+    /// next IRET (SDM Vol. 3C §26.3).
+    pub const NMI: u32 = 1 << 3;
 }
 
 /// The guest fields a snapshot is made of, in `Snapshot::from_fields` order.
@@ -268,7 +276,16 @@ impl Snapshot {
 
     /// No STI or MOV-SS interrupt shadow.
     pub fn unshadowed(&self) -> bool {
-        self.interruptibility & 0b11 == 0
+        self.interruptibility & (blocking::STI | blocking::MOV_SS) == 0
+    }
+
+    /// Nothing holds an NMI back: no virtual-NMI blocking and no MOV-SS shadow, unless the
+    /// core `skipped` the exiting instruction (ending its shadow). An STI shadow does not
+    /// count: the NMI-window exit does not wait for it (SDM Vol. 3C §26.2), and the entry
+    /// that injects the NMI clears it (`event::entry_interruptibility`).
+    pub fn nmi_unblocked(&self, skipped: bool) -> bool {
+        let mov_ss = self.interruptibility & blocking::MOV_SS != 0 && !skipped;
+        self.interruptibility & blocking::NMI == 0 && !mov_ss
     }
 }
 
@@ -359,5 +376,21 @@ mod tests {
         assert!(c.cs_long && !c.cs_db);
         assert_eq!(c.cpl, 0);
         assert!(!snap.unshadowed(), "STI blocking");
+    }
+
+    #[test]
+    fn nmi_blocking_is_virtual_nmi_blocking_and_the_mov_ss_shadow() {
+        let snap = |interruptibility| Snapshot {
+            interruptibility,
+            ..Snapshot::default()
+        };
+        assert!(snap(0).nmi_unblocked(false));
+        assert!(snap(blocking::STI).nmi_unblocked(false));
+        assert!(!snap(blocking::MOV_SS).nmi_unblocked(false));
+        assert!(
+            snap(blocking::MOV_SS).nmi_unblocked(true),
+            "the instruction after MOV SS was skipped"
+        );
+        assert!(!snap(blocking::NMI).nmi_unblocked(true), "no IRET yet");
     }
 }

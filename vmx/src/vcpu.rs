@@ -1,5 +1,6 @@
 //! One VMX virtual CPU: its VMCS programmed with the monitor's controls, host state, EPT and
-//! VPID, the guest's start state, event injection with interrupt-window exits, re-injection of
+//! VPID, the guest's start state, event injection with interrupt-window exits, NMI injection
+//! with virtual NMIs and NMI-window exits (SDM Vol. 3C §26.3, §27.7.6), re-injection of
 //! events cut short by an exit (IDT-vectoring information, SDM Vol. 3C §28.2.4), and the
 //! `vcpu::Vcpu` implementation the exit loop drives. The exits the exit loop need not see are
 //! handled here: XSETBV, and the CR0/CR4 writes the guest/host masks make exit (`cr`). Every
@@ -21,7 +22,7 @@ use x86::vmx::vmcs::control::{
 use x86::vmx::vmcs::{control, guest, host, ro};
 
 use crate::cr;
-use crate::event::Injection;
+use crate::event::{self, Injection};
 use crate::exit::{self, CrAccess};
 use crate::features::{ept_cap, Features};
 use crate::guest::{self as gs, CrOwnership, Snapshot, SNAPSHOT_FIELDS};
@@ -109,6 +110,11 @@ pub struct VmxVcpu {
     exit_rip: u64,
     primary: u32,
     primary_dirty: bool,
+    /// "Virtual NMIs" is on: the CPU tracks the guest's NMI blocking, so NMIs can be injected.
+    /// Without it an IRET would not unblock NMIs (SDM Vol. 3C §26.3) and none are injected.
+    virtual_nmis: bool,
+    /// "NMI-window exiting" may be set.
+    nmi_window: bool,
     efer_dirty: bool,
     pat: u64,
     pat_dirty: bool,
@@ -153,6 +159,8 @@ impl VmxVcpu {
             exit_rip: start.regs.rip,
             primary: f.controls.primary,
             primary_dirty: false,
+            virtual_nmis: f.controls.has_pin(PinbasedControls::VIRTUAL_NMIS),
+            nmi_window: f.controls.nmi_window,
             efer_dirty: false,
             pat: DEFAULT_PAT,
             pat_dirty: false,
@@ -303,7 +311,7 @@ impl VmxVcpu {
     /// Writes what the exit loop changed since the last exit.
     fn prepare_entry(&mut self) -> Result<(), VmFail> {
         self.make_current()?;
-        let mut fields = [(0u32, 0u64); 9];
+        let mut fields = [(0u32, 0u64); 10];
         let mut n = 0;
         let mut push = |f: u32, v: u64| {
             fields[n] = (f, v);
@@ -312,13 +320,17 @@ impl VmxVcpu {
         push(guest::RIP, self.regs.rip);
         push(guest::RSP, self.regs.gpr[reg::RSP]);
         push(guest::RFLAGS, self.regs.rflags);
-        if self.regs.rip != self.exit_rip && !self.snapshot.unshadowed() {
+        let mut interruptibility = self.snapshot.interruptibility;
+        if self.regs.rip != self.exit_rip {
             // The core skipped the instruction: its STI/MOV-SS shadow ends with it.
-            self.snapshot.interruptibility &= !0b11;
-            push(
-                guest::INTERRUPTIBILITY_STATE,
-                u64::from(self.snapshot.interruptibility),
-            );
+            interruptibility &= !(gs::blocking::STI | gs::blocking::MOV_SS);
+        }
+        if let Some(inj) = self.pending {
+            interruptibility = event::entry_interruptibility(inj.info, interruptibility);
+        }
+        if interruptibility != self.snapshot.interruptibility {
+            self.snapshot.interruptibility = interruptibility;
+            push(guest::INTERRUPTIBILITY_STATE, u64::from(interruptibility));
         }
         if self.primary_dirty {
             push(
@@ -589,6 +601,19 @@ impl VmxVcpu {
         }
     }
 
+    /// Turns a primary processor-based control on or off for the next entry.
+    fn set_primary(&mut self, control: PrimaryControls, on: bool) {
+        let new = if on {
+            self.primary | control.bits()
+        } else {
+            self.primary & !control.bits()
+        };
+        if new != self.primary {
+            self.primary = new;
+            self.primary_dirty = true;
+        }
+    }
+
     fn enter(&mut self) -> ExitInfo {
         if let Some(e) = self.broken {
             log::error!("vmx: vCPU unusable: {e}");
@@ -655,15 +680,17 @@ impl vcpu::Vcpu for VmxVcpu {
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
-        let bit = PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
-        let new = if on {
-            self.primary | bit
-        } else {
-            self.primary & !bit
-        };
-        if new != self.primary {
-            self.primary = new;
-            self.primary_dirty = true;
+        self.set_primary(PrimaryControls::INTERRUPT_WINDOW_EXITING, on);
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        let skipped = self.regs.rip != self.exit_rip;
+        self.virtual_nmis && self.snapshot.nmi_unblocked(skipped) && self.pending.is_none()
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        if self.nmi_window {
+            self.set_primary(PrimaryControls::NMI_WINDOW_EXITING, on);
         }
     }
 

@@ -269,6 +269,7 @@ fn neutral_name(exit: &vcpu::Exit) -> &'static str {
         Exit::NestedPageFault { .. } => "mmio",
         Exit::ExternalInterrupt => "interrupt",
         Exit::InterruptWindow => "irq-window",
+        Exit::NmiWindow => "nmi-window",
         Exit::Hypercall => "hypercall",
         Exit::VirtInstruction => "virt-insn",
         Exit::Xsetbv => "xsetbv",
