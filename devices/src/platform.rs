@@ -540,6 +540,19 @@ impl Platform {
         Some(vector)
     }
 
+    /// Whether the CPU may end its current interrupt without an exit (KVM's PV EOI).
+    pub fn eoi_may_skip_exit(&self) -> bool {
+        self.lapic.eoi_may_skip_exit()
+    }
+
+    /// The CPU ended its current interrupt without writing the EOI register (KVM's PV EOI).
+    pub fn eoi(&mut self) {
+        self.stale = true;
+        let action = self.lapic.eoi();
+        self.handle_lapic_action(action);
+        self.route_ioapic_deliveries();
+    }
+
     pub fn take_power_event(&mut self) -> Option<PowerEvent> {
         self.power_event.take()
     }

@@ -239,20 +239,22 @@ impl Monitor {
             return;
         };
         let show = self.shows(id);
-        let start = rdtsc();
         let s = &mut self.slots[i];
+        s.guest.vm.account_steal(self.sched.waited(id));
+        let start = rdtsc();
         s.fpu.load();
         let next = run_slice(&mut s.guest.vm, &mut s.ring, show, &self.timer, until);
-        let ran = rdtsc().wrapping_sub(start);
+        let end = rdtsc();
+        let ran = end.wrapping_sub(start);
         s.cpu_ticks += ran;
         self.guest_ticks += ran;
-        self.sched.charge(id, ran);
+        self.sched.charge(id, ran, end);
         // Frames the domain sent reach the other domains' NICs (and wake them).
         self.switch.pump(&mut self.slots, |s| {
             (s.guest.vm.id, &mut s.guest.vm.platform)
         });
         match next {
-            Some(Next::Halt) => self.sched.set_blocked(id, true),
+            Some(Next::Halt) => self.sched.set_blocked(id, true, end),
             Some(Next::Stop(reason)) => self.stopped(i, reason),
             _ => {}
         }
@@ -312,7 +314,7 @@ impl Monitor {
                 s.input.pop();
             }
             if self.sched.is_blocked(id) && s.guest.vm.has_work(now) {
-                self.sched.set_blocked(id, false);
+                self.sched.set_blocked(id, false, now);
             }
         }
     }
@@ -447,7 +449,7 @@ impl Monitor {
 
     fn set_paused(&mut self, t: &Target, paused: bool) {
         if let Some(i) = self.target(t) {
-            self.sched.set_paused(self.slots[i].id(), paused);
+            self.sched.set_paused(self.slots[i].id(), paused, rdtsc());
         }
     }
 
@@ -488,7 +490,7 @@ impl Monitor {
         }
         let id = s.id();
         s.guest.vm.platform.press_power_button();
-        self.sched.set_blocked(id, false);
+        self.sched.set_blocked(id, false, rdtsc());
         if wait {
             say!("Waiting for 1 domains\n");
             self.mode = Mode::Waiting(id);
