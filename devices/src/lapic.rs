@@ -375,8 +375,16 @@ impl Lapic {
         }
     }
 
-    /// Retires the highest in-service vector (SDM 11.8.5).
-    fn eoi(&mut self) -> LapicAction {
+    /// Whether the CPU may end its current interrupt without an exit, as a guest using KVM's
+    /// PV EOI does (Linux `arch/x86/kvm/lapic.c`, `apic_sync_pv_eoi_to_guest`): a vector is in
+    /// service, it was edge-triggered (its EOI sends the I/O APIC nothing), and the IRR is
+    /// empty (so the EOI cannot unblock an interrupt that would then be due at once).
+    pub fn eoi_may_skip_exit(&self) -> bool {
+        self.irr.highest().is_none() && self.isr.highest().is_some_and(|v| !self.tmr.contains(v))
+    }
+
+    /// Retires the highest in-service vector (SDM 11.8.5), as a write to the EOI register does.
+    pub fn eoi(&mut self) -> LapicAction {
         let Some(vector) = self.isr.highest() else {
             return LapicAction::None;
         };
@@ -991,6 +999,30 @@ mod tests {
         // Re-accepting as edge clears the TMR bit.
         apic.accept_interrupt(0x30, false);
         assert_eq!(apic.mmio_read(reg::TMR + 0x10, 0), 0);
+    }
+
+    #[test]
+    fn an_eoi_may_skip_the_exit_only_for_a_lone_edge_triggered_vector() {
+        let mut apic = enabled(0);
+        assert!(!apic.eoi_may_skip_exit(), "nothing in service");
+        deliver(&mut apic, 0x40);
+        assert!(apic.eoi_may_skip_exit());
+        apic.accept_interrupt(0x30, false);
+        assert!(
+            !apic.eoi_may_skip_exit(),
+            "the EOI would unblock 0x30: it must exit"
+        );
+        assert_eq!(apic.eoi(), LapicAction::None);
+        apic.acknowledge(0x30);
+        assert!(apic.eoi_may_skip_exit());
+        apic.eoi();
+        apic.accept_interrupt(0x50, true);
+        apic.acknowledge(0x50);
+        assert!(
+            !apic.eoi_may_skip_exit(),
+            "a level-triggered EOI goes to the I/O APIC"
+        );
+        assert_eq!(apic.eoi(), LapicAction::Eoi(0x50));
     }
 
     #[test]

@@ -634,6 +634,19 @@ impl Platform {
         self.interrupt_mask() | nmis
     }
 
+    /// Whether the selected vCPU may end its current interrupt without an exit (KVM's PV EOI).
+    pub fn eoi_may_skip_exit(&self) -> bool {
+        self.lapics[self.cur].eoi_may_skip_exit()
+    }
+
+    /// The selected vCPU ended its current interrupt without writing the EOI register (KVM's PV EOI).
+    pub fn eoi(&mut self) {
+        self.stale = true;
+        let action = self.lapics[self.cur].eoi();
+        self.handle_lapic_action(action);
+        self.route_ioapic_deliveries();
+    }
+
     pub fn take_power_event(&mut self) -> Option<PowerEvent> {
         self.power_event.take()
     }

@@ -2,8 +2,9 @@
 //! virtualise are hidden (VMX, SVM, SMX, SGX, PT, RDT, MONITOR/MWAIT, thermal and power
 //! management, perfmon), the ones it emulates are shown (x2APIC, TSC deadline), the topology is
 //! a flat package of `vcpus` cores, and the hypervisor leaves say "hvmonitor" (0x40000000, with
-//! the VMware-style frequency leaf 0x40000010) and "KVMKVMKVM" (0x40000100, with kvmclock as its one PV feature) so
-//! that Linux treats the guest as KVM, which allows x2APIC without interrupt remapping.
+//! the VMware-style frequency leaf 0x40000010) and "KVMKVMKVM" (0x40000100, with the PV features
+//! the monitor implements: kvmclock, PV EOI and steal time) so that Linux treats the guest as
+//! KVM, which allows x2APIC without interrupt remapping.
 //!
 //! It is not the CPUID exit handler: the caller passes the host CPUID and writes the registers.
 //! Each call outside the hypervisor range also reads host leaf 0 or 0x80000000 (the range's
@@ -229,7 +230,14 @@ fn hypervisor_leaf(policy: &CpuidPolicy, leaf: u32) -> [u32; 4] {
         HV_VENDOR_LEAF => with_signature(HV_TIMING_LEAF, HV_SIGNATURE),
         HV_TIMING_LEAF => [policy.tsc_khz, policy.apic_timer_khz, 0, 0],
         KVM_VENDOR_LEAF => with_signature(KVM_FEATURES_LEAF, KVM_SIGNATURE),
-        KVM_FEATURES_LEAF => [crate::pvclock::CPUID_FEATURES, 0, 0, 0],
+        KVM_FEATURES_LEAF => [
+            crate::pvclock::CPUID_FEATURES
+                | crate::pv_eoi::CPUID_FEATURE
+                | crate::steal_time::CPUID_FEATURE,
+            0,
+            0,
+            0,
+        ],
         _ => [0; 4],
     }
 }
@@ -393,8 +401,13 @@ mod tests {
         );
         assert_eq!(
             cpuid(0x4000_0101, 0, &host),
-            [(1 << 0) | (1 << 3) | (1 << 24), 0, 0, 0],
-            "kvmclock, kvmclock2 and the stable bit"
+            [
+                (1 << 0) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 24),
+                0,
+                0,
+                0
+            ],
+            "kvmclock, kvmclock2, steal time, PV EOI and the stable bit"
         );
         for leaf in [
             0x4000_0001,

@@ -1,14 +1,15 @@
 //! A domain (VM) and the one exit loop: every exit of every backend arrives here as a
 //! vendor-neutral `vcpu::Exit` and is handled once, the same way for SVM and VMX. CPUID goes
-//! through the guest CPUID policy, MSRs through the APIC, the backend's saved state and an
-//! allow-list, port I/O and MMIO to the platform devices, HLT blocks until an interrupt is due,
-//! NMIs and then interrupts are injected when the vCPU can take them and an NMI or interrupt
-//! window is requested when it cannot.
+//! through the guest CPUID policy, MSRs through KVM's paravirtual MSRs, the APIC, the
+//! backend's saved state and an allow-list, port I/O and MMIO to the platform devices, HLT
+//! blocks until an interrupt is due, NMIs and then interrupts are injected when the vCPU can
+//! take them and an NMI or interrupt window is requested when it cannot.
 //!
 //! A domain has one or more vCPUs. One is current: `vcpu` and the per-vCPU state next to it
-//! (CPUID table, MSRs, kvmclock registrations, walk cache) are its, and the others wait in
-//! `parked` until `pick_vcpu` swaps one in. Application processors start waiting for a STARTUP
-//! IPI, which the platform's local APICs pass here as INIT and STARTUP signals.
+//! (CPUID table, MSRs, kvmclock, PV EOI and steal-time registrations, walk cache) are its, and
+//! the others wait in `parked` until `pick_vcpu` swaps one in. Application processors start
+//! waiting for a STARTUP IPI, which the platform's local APICs pass here as INIT and STARTUP
+//! signals.
 //!
 //! It is not the scheduler (which chooses the domain to run and sleeps the host) and it touches no
 //! hardware: it is driven through the `Vcpu` trait, so it runs against a mock vCPU in tests.
@@ -20,7 +21,9 @@ use crate::cpuid::{guest_cpuid, CpuidPolicy, CpuidTable};
 use crate::emulate::{self, MmioBus, Tlb};
 use crate::memory::GuestRam;
 use crate::msr::{self, MsrState};
+use crate::pv_eoi::{self, PvEoi};
 use crate::pvclock::{self, PvClock};
+use crate::steal_time::{self, StealTime};
 use alloc::vec::Vec;
 use devices::platform::{Platform, Startup};
 use devices::pm::PowerEvent;
@@ -93,6 +96,8 @@ struct Parked<V> {
     cpuid_table: CpuidTable,
     msrs: MsrState,
     kvmclock_msrs: [u64; 2],
+    pv_eoi: PvEoi,
+    steal_time: StealTime,
     tlb: Tlb,
 }
 
@@ -110,6 +115,8 @@ pub struct Domain<V: Vcpu> {
     clock: PvClock,
     /// The last values written to the kvmclock MSRs (system time, wall clock).
     kvmclock_msrs: [u64; 2],
+    pv_eoi: PvEoi,
+    steal_time: StealTime,
     unmapped_logged: u32,
     /// The vCPU's recent guest page walks, for the instruction fetches of exits without a next
     /// RIP and of MMIO emulation.
@@ -145,6 +152,8 @@ impl<V: Vcpu> Domain<V> {
                     cpuid_table: table(apic_id),
                     msrs: MsrState::default(),
                     kvmclock_msrs: [0; 2],
+                    pv_eoi: PvEoi::default(),
+                    steal_time: StealTime::default(),
                     tlb: Tlb::new(),
                 })
             }))
@@ -163,6 +172,8 @@ impl<V: Vcpu> Domain<V> {
             msrs: MsrState::default(),
             clock: identity.clock,
             kvmclock_msrs: [0; 2],
+            pv_eoi: PvEoi::default(),
+            steal_time: StealTime::default(),
             unmapped_logged: 0,
             tlb: Tlb::new(),
             stats: crate::stats::DomainStats::new(count),
@@ -224,6 +235,8 @@ impl<V: Vcpu> Domain<V> {
         core::mem::swap(&mut self.cpuid_table, &mut p.cpuid_table);
         core::mem::swap(&mut self.msrs, &mut p.msrs);
         core::mem::swap(&mut self.kvmclock_msrs, &mut p.kvmclock_msrs);
+        core::mem::swap(&mut self.pv_eoi, &mut p.pv_eoi);
+        core::mem::swap(&mut self.steal_time, &mut p.steal_time);
         core::mem::swap(&mut self.tlb, &mut p.tlb);
         self.parked[self.cur] = Some(p);
         self.cur = i;
@@ -268,6 +281,17 @@ impl<V: Vcpu> Domain<V> {
         } else {
             self.vcpu.request_interrupt_window(true);
         }
+        if self.pv_eoi.is_enabled() {
+            let allowed = self.platform.eoi_may_skip_exit();
+            self.pv_eoi.offer(&mut self.ram, allowed);
+        }
+    }
+
+    /// Before each slice: `waited` is all the TSC ticks the vCPU has spent runnable but not
+    /// running (its steal time); the guest's record is written only when that grew.
+    pub fn account_steal(&mut self, waited: u64) {
+        let stolen_ns = self.clock.ns(waited);
+        self.steal_time.update(&mut self.ram, stolen_ns);
     }
 
     /// A pending NMI goes first: it outranks external interrupts (SDM Vol. 3A §7.9), and once
@@ -298,6 +322,10 @@ impl<V: Vcpu> Domain<V> {
 
     /// Handles one exit of the current vCPU.
     pub fn handle(&mut self, info: ExitInfo, now: u64) -> Next {
+        // An EOI the guest signalled through PV EOI is done before anything looks at the APIC.
+        if self.pv_eoi.take_eoi(&self.ram) {
+            self.platform.eoi();
+        }
         let next = self.dispatch(info, now);
         if matches!(next, Next::Halt) {
             self.activity[self.cur] = Activity::Halted;
@@ -438,7 +466,9 @@ impl<V: Vcpu> Domain<V> {
         let index = self.vcpu.regs().gpr[reg::RCX] as u32;
         let value = match kvmclock_slot(index) {
             Some(slot) => Some(self.kvmclock_msrs[slot]),
-            None => self.other_msr_read(index, now),
+            None => self
+                .pv_msr_read(index)
+                .or_else(|| self.other_msr_read(index, now)),
         };
         match value {
             Some(v) => {
@@ -474,7 +504,10 @@ impl<V: Vcpu> Domain<V> {
         let value = (gpr[reg::RDX] << 32) | (gpr[reg::RAX] & 0xFFFF_FFFF);
         let ok = match kvmclock_slot(index) {
             Some(slot) => self.kvmclock_write(slot, value, now),
-            None => self.other_msr_write(index, value, now),
+            None => match self.pv_msr_write(index, value) {
+                Some(ok) => ok,
+                None => self.other_msr_write(index, value, now),
+            },
         };
         if ok {
             self.skip(info)
@@ -493,6 +526,24 @@ impl<V: Vcpu> Domain<V> {
         };
         self.kvmclock_msrs[slot] = value;
         done.is_ok()
+    }
+
+    /// The PV EOI and steal-time MSRs read back what was last written.
+    fn pv_msr_read(&self, index: u32) -> Option<u64> {
+        match index {
+            pv_eoi::MSR_KVM_PV_EOI_EN => Some(self.pv_eoi.msr()),
+            steal_time::MSR_KVM_STEAL_TIME => Some(self.steal_time.msr()),
+            _ => None,
+        }
+    }
+
+    /// `None` when `index` is neither; `Some(false)` for a value that raises #GP.
+    fn pv_msr_write(&mut self, index: u32, value: u64) -> Option<bool> {
+        match index {
+            pv_eoi::MSR_KVM_PV_EOI_EN => Some(self.pv_eoi.write_msr(&mut self.ram, value).is_ok()),
+            steal_time::MSR_KVM_STEAL_TIME => Some(self.steal_time.write_msr(value).is_ok()),
+            _ => None,
+        }
     }
 
     fn other_msr_write(&mut self, index: u32, value: u64, now: u64) -> bool {

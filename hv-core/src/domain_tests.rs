@@ -489,3 +489,147 @@ fn an_nmi_wakes_a_halted_vcpu_with_interrupts_off() {
     assert_eq!(d.vcpu.injected, Some(Event::Nmi));
     assert!(!d.has_work(0));
 }
+
+const PV_EOI_WORD: u64 = 0x3000;
+
+/// Writes `value` to MSR `index` through a WRMSR exit; true when it did not fault.
+fn wrmsr(d: &mut Domain<MockVcpu>, index: u32, value: u64) -> bool {
+    d.vcpu.injected = None;
+    let rip = d.vcpu.regs.rip;
+    d.vcpu.regs.gpr[reg::RCX] = u64::from(index);
+    d.vcpu.regs.gpr[reg::RAX] = value & 0xFFFF_FFFF;
+    d.vcpu.regs.gpr[reg::RDX] = value >> 32;
+    d.handle(exit(Exit::MsrWrite, Some(rip + 2)), 0);
+    d.vcpu.injected.is_none()
+}
+
+fn rdmsr(d: &mut Domain<MockVcpu>, index: u32) -> u64 {
+    let rip = d.vcpu.regs.rip;
+    d.vcpu.regs.gpr[reg::RCX] = u64::from(index);
+    d.handle(exit(Exit::MsrRead, Some(rip + 2)), 0);
+    (d.vcpu.regs.gpr[reg::RDX] << 32) | d.vcpu.regs.gpr[reg::RAX]
+}
+
+fn pv_eoi_flag(d: &Domain<MockVcpu>) -> u8 {
+    use crate::memory::GuestMemory;
+    let mut b = [0];
+    d.ram.read(PV_EOI_WORD, &mut b).unwrap();
+    b[0]
+}
+
+/// Whether `vector` is in service in the local APIC.
+fn in_service(d: &mut Domain<MockVcpu>, vector: u8) -> bool {
+    let isr = 0xFEE0_0100 + u64::from(vector >> 5) * 0x10;
+    d.platform.mmio_read(isr, 4, 0).unwrap() & (1 << (vector & 31)) != 0
+}
+
+/// Enables the local APIC (8259s masked), PV EOI at `PV_EOI_WORD`, and interrupts.
+fn pv_eoi_domain() -> Domain<MockVcpu> {
+    let mut d = domain();
+    d.platform.io_write(0x21, 1, 0xFF, 0);
+    d.platform.io_write(0xA1, 1, 0xFF, 0);
+    d.platform.mmio_write(0xFEE0_00F0, 4, 0x1FF, 0);
+    assert!(wrmsr(&mut d, pv_eoi::MSR_KVM_PV_EOI_EN, PV_EOI_WORD | 1));
+    d.vcpu.regs.rflags |= 1 << 9;
+    d
+}
+
+/// Sends the local APIC a self-IPI with `vector` (ICR: fixed, shorthand self).
+fn self_ipi(d: &mut Domain<MockVcpu>, vector: u8) {
+    d.platform
+        .mmio_write(0xFEE0_0300, 4, 0x4_0000 | u64::from(vector), 0);
+}
+
+#[test]
+fn pv_eoi_lets_the_guest_end_an_edge_interrupt_by_clearing_the_flag() {
+    let mut d = pv_eoi_domain();
+    assert_eq!(rdmsr(&mut d, pv_eoi::MSR_KVM_PV_EOI_EN), PV_EOI_WORD | 1);
+    d.prepare_entry(0);
+    assert_eq!(pv_eoi_flag(&d), 0, "nothing in service");
+    self_ipi(&mut d, 0x40);
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x40)));
+    assert_eq!(pv_eoi_flag(&d), 1, "offered with the injection");
+    // An exit before the guest's EOI changes nothing.
+    d.vcpu.injected = None;
+    d.handle(exit(Exit::InterruptWindow, None), 0);
+    assert!(in_service(&mut d, 0x40));
+    // The guest's EOI clears the flag without an exit; the next exit performs it.
+    use crate::memory::GuestMemory;
+    d.ram.write(PV_EOI_WORD, &[0]).unwrap();
+    d.handle(exit(Exit::InterruptWindow, None), 0);
+    assert!(!in_service(&mut d, 0x40));
+    d.prepare_entry(0);
+    assert_eq!(pv_eoi_flag(&d), 0, "nothing in service: not offered again");
+}
+
+#[test]
+fn pv_eoi_is_withdrawn_while_an_eoi_must_exit() {
+    let mut d = pv_eoi_domain();
+    self_ipi(&mut d, 0x40);
+    d.prepare_entry(0);
+    assert_eq!(pv_eoi_flag(&d), 1);
+    // A lower vector waits in the IRR: the EOI must exit so that it is delivered at once.
+    d.vcpu.injected = None;
+    self_ipi(&mut d, 0x30);
+    d.handle(exit(Exit::InterruptWindow, None), 0);
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, None, "0x30 is below the vector in service");
+    assert_eq!(pv_eoi_flag(&d), 0);
+    // The guest EOIs through the register; 0x30 goes in and may be ended by the flag.
+    d.platform.mmio_write(0xFEE0_00B0, 4, 0, 0);
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x30)));
+    assert_eq!(pv_eoi_flag(&d), 1);
+    // A level-triggered vector (the UART's THR-empty interrupt through I/O APIC pin 4) is
+    // never offered: its EOI goes to the I/O APIC.
+    use crate::memory::GuestMemory;
+    d.ram.write(PV_EOI_WORD, &[0]).unwrap();
+    d.vcpu.injected = None;
+    d.handle(exit(Exit::InterruptWindow, None), 0);
+    d.platform.mmio_write(0xFEC0_0000, 4, 0x18, 0);
+    d.platform.mmio_write(0xFEC0_0010, 4, 0x8050, 0);
+    d.platform.io_write(0x3FC, 1, 0x08, 0);
+    d.platform.io_write(0x3F9, 1, 0x02, 0);
+    d.prepare_entry(0);
+    assert_eq!(d.vcpu.injected, Some(Event::Interrupt(0x50)));
+    assert_eq!(pv_eoi_flag(&d), 0);
+}
+
+#[test]
+fn pv_msrs_refuse_bad_values_with_gp() {
+    let mut d = domain();
+    assert!(
+        !wrmsr(&mut d, pv_eoi::MSR_KVM_PV_EOI_EN, 0x3002 | 1),
+        "misaligned"
+    );
+    assert!(
+        !wrmsr(&mut d, pv_eoi::MSR_KVM_PV_EOI_EN, (8 << 20) | 1),
+        "outside RAM"
+    );
+    assert_eq!(rdmsr(&mut d, pv_eoi::MSR_KVM_PV_EOI_EN), 0);
+    assert!(
+        !wrmsr(&mut d, steal_time::MSR_KVM_STEAL_TIME, 0x3020 | 1),
+        "misaligned"
+    );
+    assert!(wrmsr(&mut d, steal_time::MSR_KVM_STEAL_TIME, 0x3040 | 1));
+    assert_eq!(rdmsr(&mut d, steal_time::MSR_KVM_STEAL_TIME), 0x3040 | 1);
+}
+
+#[test]
+fn steal_time_is_the_scheduler_wait_in_kvmclock_nanoseconds() {
+    use crate::memory::GuestMemory;
+    let mut d = domain();
+    // The test domain's TSC runs at 1 GHz: one tick is one nanosecond.
+    d.account_steal(1_000);
+    assert!(wrmsr(&mut d, steal_time::MSR_KVM_STEAL_TIME, 0x3040 | 1));
+    d.account_steal(1_000);
+    assert_eq!(
+        d.ram.read_u32(0x3048).unwrap(),
+        0,
+        "no wait since registering"
+    );
+    d.account_steal(3_500);
+    assert_eq!(d.ram.read_u64(0x3040).unwrap(), 2_500);
+    assert_eq!(d.ram.read_u32(0x3048).unwrap(), 2, "an even version");
+}

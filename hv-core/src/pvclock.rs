@@ -83,6 +83,11 @@ impl PvClock {
         }
     }
 
+    /// Nanoseconds in `ticks` TSC ticks, at the scale the guest's kvmclock uses.
+    pub fn ns(&self, ticks: u64) -> u64 {
+        self.scale.ns(ticks)
+    }
+
     /// The guest wrote a system-time MSR: bit 0 enables, the rest is the structure's address.
     pub fn register_system_time(
         &self,

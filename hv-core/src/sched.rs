@@ -5,8 +5,13 @@
 //! that percentage of one CPU per period. Blocked (halted) and paused domains are never picked
 //! and earn nothing while they stay so; credit is bounded so that no domain hoards it.
 //!
+//! It also keeps each domain's waiting time, Xen's "runnable" runstate: the ticks it spent
+//! runnable while other domains ran (or a cap held it back), which its guest sees as steal
+//! time. A domain that runs again right after itself, with nothing else runnable in between,
+//! waited for nothing but the monitor's own work, which is no steal.
+//!
 //! Pure accounting on TSC ticks: it runs nothing and reads no clock. The monitor's scheduler
-//! loop asks it whom to run and tells it what ran and what blocked.
+//! loop asks it whom to run and tells it what ran and what blocked, and when.
 
 use alloc::vec::Vec;
 
@@ -38,11 +43,32 @@ struct Entry {
     cpu_time: u64,
     blocked: bool,
     paused: bool,
+    /// While it is runnable and not running: since when (unknown before its first run).
+    ready_since: Option<u64>,
+    /// Ticks it spent runnable but not running.
+    waited: u64,
 }
 
 impl Entry {
     fn runnable(&self) -> bool {
         !self.blocked && !self.paused
+    }
+
+    fn stop_waiting(&mut self, now: u64) {
+        if let Some(since) = self.ready_since.take() {
+            self.waited = self.waited.saturating_add(now.saturating_sub(since));
+        }
+    }
+
+    /// Blocks, pauses or wakes it at `now`, starting or ending its wait.
+    fn set(&mut self, now: u64, change: impl FnOnce(&mut Self)) {
+        let was = self.runnable();
+        change(self);
+        match (was, self.runnable()) {
+            (true, false) => self.stop_waiting(now),
+            (false, true) => self.ready_since = Some(now),
+            _ => {}
+        }
     }
 }
 
@@ -53,6 +79,9 @@ pub struct Sched {
     period_start: u64,
     /// Index after which ties are broken, so that equal domains take turns.
     last: usize,
+    /// The domain that ran last, while no other domain has run or been held back by its cap
+    /// since.
+    last_ran: Option<u32>,
 }
 
 impl Sched {
@@ -64,6 +93,7 @@ impl Sched {
             period: (tsc_hz * PERIOD_MS / 1000).max(1),
             period_start: now,
             last: 0,
+            last_ran: None,
         }
     }
 
@@ -79,6 +109,8 @@ impl Sched {
             cpu_time: 0,
             blocked: false,
             paused: false,
+            ready_since: None,
+            waited: 0,
         });
     }
 
@@ -90,16 +122,16 @@ impl Sched {
         self.entries.iter_mut().find(|e| e.id == id)
     }
 
-    /// A halted domain blocks until it has an interrupt to take.
-    pub fn set_blocked(&mut self, id: u32, blocked: bool) {
+    /// A halted domain blocks until it has an interrupt to take; `now` is when.
+    pub fn set_blocked(&mut self, id: u32, blocked: bool, now: u64) {
         if let Some(e) = self.entry(id) {
-            e.blocked = blocked;
+            e.set(now, |e| e.blocked = blocked);
         }
     }
 
-    pub fn set_paused(&mut self, id: u32, paused: bool) {
+    pub fn set_paused(&mut self, id: u32, paused: bool, now: u64) {
         if let Some(e) = self.entry(id) {
-            e.paused = paused;
+            e.set(now, |e| e.paused = paused);
         }
     }
 
@@ -119,9 +151,21 @@ impl Sched {
             .map_or(0, |e| e.cpu_time)
     }
 
-    /// Records that domain `id` ran for `ticks`.
-    pub fn charge(&mut self, id: u32, ticks: u64) {
+    /// Ticks domain `id` has spent runnable but not running, up to its last pick.
+    pub fn waited(&self, id: u32) -> u64 {
+        self.entries
+            .iter()
+            .find(|e| e.id == id)
+            .map_or(0, |e| e.waited)
+    }
+
+    /// Records that domain `id` ran for `ticks`, until `now`; still runnable, it waits from then.
+    pub fn charge(&mut self, id: u32, ticks: u64, now: u64) {
+        self.last_ran = Some(id);
         if let Some(e) = self.entry(id) {
+            if e.runnable() {
+                e.ready_since = Some(now);
+            }
             e.used = e.used.saturating_add(ticks);
             e.cpu_time = e.cpu_time.saturating_add(ticks);
             e.credit = e
@@ -187,12 +231,22 @@ impl Sched {
         }
         let period_end = self.period_start.wrapping_add(self.period);
         let Some(i) = best else {
+            if self.entries.iter().any(Entry::runnable) {
+                self.last_ran = None;
+            }
             return Pick::Idle {
                 until: period_end.min(now.wrapping_add(self.slice)),
             };
         };
         self.last = i;
-        let e = self.entries[i];
+        let again = self.last_ran == Some(self.entries[i].id);
+        let e = &mut self.entries[i];
+        if again {
+            e.ready_since = None;
+        } else {
+            e.stop_waiting(now);
+        }
+        let e = *e;
         let mut until = now.wrapping_add(self.slice);
         if let Some(b) = self.budget(e.cap) {
             until = until.min(now.wrapping_add(b - e.used));
@@ -217,7 +271,7 @@ mod tests {
             match s.pick(now) {
                 Pick::Run { id, until } => {
                     let ran = until - now;
-                    s.charge(id, ran);
+                    s.charge(id, ran, until);
                     now = until;
                 }
                 Pick::Idle { until } => now = until.max(now + 1),
@@ -274,19 +328,80 @@ mod tests {
         s.add(1, 256, 0);
         s.add(2, 256, 0);
         s.add(3, 256, 0);
-        s.set_blocked(2, true);
-        s.set_paused(3, true);
+        s.set_blocked(2, true, 1);
+        s.set_paused(3, true, 1);
         assert!(s.is_blocked(2) && s.is_paused(3) && !s.is_paused(2));
         let t = simulate(&mut s, &[1, 2, 3], 2 * HZ);
         assert_eq!((t[1], t[2]), (0, 0));
         assert!(within(t[0], 2 * HZ, 1), "{t:?}");
         // Once awake, the idle domain does not get to make up for the time it slept: it gets
         // at most one period of credit ahead and then shares equally.
-        s.set_blocked(2, false);
+        s.set_blocked(2, false, 2 * HZ);
         let before = s.cpu_time(1);
         let t = simulate(&mut s, &[1, 2], 2 * HZ);
         let (a, b) = (t[0] - before, t[1]);
         assert!(b.abs_diff(a) <= 2 * s.period, "{a} {b}");
+    }
+
+    #[test]
+    fn waiting_is_the_time_runnable_while_another_domain_runs() {
+        let mut s = Sched::new(HZ, 1);
+        for id in 1..=3 {
+            s.add(id, 256, 0);
+        }
+        s.set_blocked(3, true, 1);
+        simulate(&mut s, &[1, 2], HZ);
+        // Each ran half the time and waited the other half (but for its wait before its
+        // first run, which is not known).
+        for id in [1, 2] {
+            assert!(within(s.waited(id), HZ / 2, 3), "{id}: {}", s.waited(id));
+        }
+        assert_eq!(s.waited(3), 0, "blocked is not waiting");
+    }
+
+    #[test]
+    fn running_again_after_itself_or_after_idling_alone_is_no_wait() {
+        let mut s = Sched::new(HZ, 1);
+        s.add(1, 256, 0);
+        s.add(2, 256, 0);
+        s.set_paused(2, true, 1);
+        // Back to back, with the monitor's work (5 ticks) between the slices.
+        let mut now = 1;
+        for _ in 0..5 {
+            let Pick::Run { id: 1, until } = s.pick(now + 5) else {
+                panic!("1 does not run")
+            };
+            s.charge(1, until - now - 5, until);
+            now = until;
+        }
+        assert_eq!(s.waited(1), 0);
+        // Halted, then idle with nobody runnable, then woken.
+        s.set_blocked(1, true, now);
+        assert!(matches!(s.pick(now + 10), Pick::Idle { .. }));
+        s.set_blocked(1, false, now + 100);
+        assert!(matches!(s.pick(now + 150), Pick::Run { id: 1, .. }));
+        s.charge(1, 50, now + 200);
+        assert_eq!(s.waited(1), 0);
+        // Woken while another domain runs: it waits from the wake-up to its pick.
+        s.set_blocked(1, true, now + 200);
+        s.set_paused(2, false, now + 200);
+        assert!(matches!(s.pick(now + 210), Pick::Run { id: 2, .. }));
+        s.set_blocked(1, false, now + 300);
+        s.charge(2, 790, now + 1_000);
+        s.set_paused(2, true, now + 1_000);
+        assert!(matches!(s.pick(now + 1_000), Pick::Run { id: 1, .. }));
+        assert_eq!(s.waited(1), 700);
+        // Paused while waiting: the wait stops there and starts again when unpaused.
+        s.charge(1, 10, now + 1_010);
+        s.set_paused(1, true, now + 1_060);
+        s.set_paused(2, false, now + 1_060);
+        assert!(matches!(s.pick(now + 1_070), Pick::Run { id: 2, .. }));
+        s.set_paused(1, false, now + 5_000);
+        s.charge(2, 4_030, now + 5_100);
+        s.set_paused(2, true, now + 5_100);
+        assert_eq!(s.waited(1), 700 + 50, "up to its last pick");
+        assert!(matches!(s.pick(now + 5_100), Pick::Run { id: 1, .. }));
+        assert_eq!(s.waited(1), 700 + 50 + 100);
     }
 
     #[test]
@@ -302,7 +417,7 @@ mod tests {
             1 + s.slice,
             "the slice is shorter than the cap's budget"
         );
-        s.charge(7, 15_000);
+        s.charge(7, 15_000, 16_001);
         assert_eq!(
             s.pick(16_001),
             Pick::Idle { until: 26_001 },

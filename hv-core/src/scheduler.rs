@@ -240,8 +240,9 @@ impl Monitor {
             return;
         };
         let show = self.shows(id);
-        let start = rdtsc();
         let s = &mut self.slots[i];
+        s.guest.vm.account_steal(self.sched.waited(id));
+        let start = rdtsc();
         let next = run_slice(
             &mut s.guest.vm,
             &mut s.fpus,
@@ -250,16 +251,17 @@ impl Monitor {
             &self.timer,
             until,
         );
-        let ran = rdtsc().wrapping_sub(start);
+        let end = rdtsc();
+        let ran = end.wrapping_sub(start);
         s.cpu_ticks += ran;
         self.guest_ticks += ran;
-        self.sched.charge(id, ran);
+        self.sched.charge(id, ran, end);
         // Frames the domain sent reach the other domains' NICs (and wake them).
         self.switch.pump(&mut self.slots, |s| {
             (s.guest.vm.id, &mut s.guest.vm.platform)
         });
         match next {
-            Some(Next::Halt) => self.sched.set_blocked(id, true),
+            Some(Next::Halt) => self.sched.set_blocked(id, true, end),
             Some(Next::Stop(reason)) => self.stopped(i, reason),
             _ => {}
         }
@@ -319,7 +321,7 @@ impl Monitor {
                 s.input.pop();
             }
             if self.sched.is_blocked(id) && s.guest.vm.has_work(now) {
-                self.sched.set_blocked(id, false);
+                self.sched.set_blocked(id, false, now);
             }
         }
     }
@@ -454,7 +456,7 @@ impl Monitor {
 
     fn set_paused(&mut self, t: &Target, paused: bool) {
         if let Some(i) = self.target(t) {
-            self.sched.set_paused(self.slots[i].id(), paused);
+            self.sched.set_paused(self.slots[i].id(), paused, rdtsc());
         }
     }
 
@@ -495,7 +497,7 @@ impl Monitor {
         }
         let id = s.id();
         s.guest.vm.platform.press_power_button();
-        self.sched.set_blocked(id, false);
+        self.sched.set_blocked(id, false, rdtsc());
         if wait {
             say!("Waiting for 1 domains\n");
             self.mode = Mode::Waiting(id);

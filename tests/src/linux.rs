@@ -19,8 +19,8 @@ pub fn hvtest_boot(artifacts: &Artifacts, boot: Boot) -> Boot {
 }
 
 /// Waits for the kernel banner (within `banner`), kvm-clock's registration, the initramfs's
-/// test output (userspace within `userspace` after that), the kernel's power-down and the
-/// monitor's stop line.
+/// test output (userspace within `userspace` after that, with the guest's PV EOI and
+/// steal-time registrations), the kernel's power-down and the monitor's stop line.
 #[track_caller]
 pub fn expect_hvtest_run(machine: &Machine, banner: Duration, userspace: Duration) {
     let seconds = Duration::from_secs;
@@ -35,6 +35,19 @@ pub fn expect_hvtest_run(machine: &Machine, banner: Duration, userspace: Duratio
         flags.contains(" hypervisor"),
         "the guest's CPU flags lack \"hypervisor\": {flags}"
     );
+    // The guest took up the other two KVM features it was offered: its userspace reads back the
+    // MSRs it registered them with, enabled (bit 0) at a nonzero guest-physical address.
+    for (msr, feature) in [("4b564d03", "steal time"), ("4b564d04", "PV EOI")] {
+        let line = machine.expect_line(&format!("HVTEST: msr {msr} "), seconds(30));
+        let value = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+        assert!(
+            value.is_some_and(|v| v & 1 == 1 && v > 1),
+            "the guest did not register {feature}: {line}"
+        );
+    }
     machine.expect("HVTEST: echo works", seconds(30));
     machine.expect("reboot: Power down", seconds(60));
     machine.expect("hv: domain linux (id 1): powered off", seconds(30));

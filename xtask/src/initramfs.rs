@@ -41,6 +41,9 @@ case " $(cat /proc/cmdline) " in
 *" hvtest=1 "*)
     echo "HVTEST: uname $(uname -sr)"
     echo "HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)"
+    for m in 4b564d03 4b564d04; do
+        echo "HVTEST: msr $m $(dd if=/dev/cpu/0/msr bs=8 count=1 skip=$((0x$m)) iflag=skip_bytes 2>/dev/null | od -An -tx8 | tr -d ' ')"
+    done
     /bin/sh -c 'echo "HVTEST: echo works"'
     echo "HVTEST: powering off"
     poweroff -f
@@ -274,6 +277,7 @@ mod tests {
             "echo \"HVTEST: disk reread $(cat /mnt/guest.txt)\"",
             "echo \"HVTEST: uname $(uname -sr)\"",
             "echo \"HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)\"",
+            "echo \"HVTEST: msr $m $(dd if=/dev/cpu/0/msr bs=8 count=1 skip=$((0x$m))",
             "echo \"HVTEST: powering off\"",
             "setsid cttyhack sh",
         ] {

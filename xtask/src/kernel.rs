@@ -15,8 +15,9 @@ const METAPACKAGE: &str = "linux-image-cloud-amd64";
 
 /// The modules the initramfs loads, by path under lib/modules/<version>/, in load order: the
 /// ACPI power button and the input event interface, so that busybox acpid sees the button;
-/// then the virtio transport and drivers, each after what it depends on.
-pub const GUEST_MODULES: [&str; 12] = [
+/// then the virtio transport and drivers, each after what it depends on; then /dev/cpu/N/msr,
+/// through which the test mode reads back the guest's paravirtual MSRs.
+pub const GUEST_MODULES: [&str; 13] = [
     "kernel/drivers/acpi/button.ko",
     "kernel/drivers/input/evdev.ko",
     "kernel/drivers/virtio/virtio_ring.ko",
@@ -29,6 +30,7 @@ pub const GUEST_MODULES: [&str; 12] = [
     "kernel/drivers/net/net_failover.ko",
     "kernel/drivers/net/virtio_net.ko",
     "kernel/drivers/char/virtio_console.ko",
+    "kernel/arch/x86/kernel/msr.ko",
 ];
 
 /// Where the guest modules are kept, each under its file name.
