@@ -217,10 +217,17 @@ impl<V: Vcpu> Domain<V> {
         }
     }
 
-    /// Whether an interrupt or an NMI is ready for a vCPU other than the current one.
+    /// Whether a halted vCPU other than the current one has an interrupt or an NMI ready: it
+    /// should run soon. (A running sibling takes its interrupts at its next turn.)
     #[inline]
-    pub fn sibling_has_interrupt(&self) -> bool {
-        self.platform.wake_mask() & !(1 << self.cur) != 0
+    pub fn sibling_woken(&self) -> bool {
+        let ready = self.platform.wake_mask() & !(1 << self.cur);
+        ready != 0
+            && self
+                .activity
+                .iter()
+                .enumerate()
+                .any(|(i, a)| *a == Activity::Halted && ready & (1 << i) != 0)
     }
 
     /// Swaps vCPU `i` and its state in for the current one.

@@ -684,7 +684,7 @@ fn target_text(t: &Target) -> String {
 const VCPU_TURN_MS: u64 = 1;
 
 /// Runs `vm` until its slice ends, every vCPU of it halts, or it stops. Its vCPUs take turns;
-/// an interrupt for a sibling (an IPI, say) ends the current turn early.
+/// an interrupt that wakes a halted sibling (an IPI, say) ends the current turn early.
 fn run_slice(
     vm: &mut Vm,
     fpus: &mut [FpuState],
@@ -732,7 +732,7 @@ fn run_slice(
         if now >= slice_end {
             return None;
         }
-        if smp && (halted || now >= turn_end || vm.sibling_has_interrupt()) {
+        if smp && (halted || now >= turn_end || vm.sibling_woken()) {
             if !vm.pick_vcpu(true) {
                 return Some(Next::Halt);
             }
