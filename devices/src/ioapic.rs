@@ -15,6 +15,22 @@ pub enum DeliveryMode {
     ExtInt,
 }
 
+impl DeliveryMode {
+    /// The mode a 3-bit delivery mode field names (also the MSI data field, SDM 11.11.2);
+    /// `None` for the reserved values 011 and 110.
+    pub fn from_bits(bits: u8) -> Option<Self> {
+        Some(match bits & 0b111 {
+            0b000 => Self::Fixed,
+            0b001 => Self::LowestPriority,
+            0b010 => Self::Smi,
+            0b100 => Self::Nmi,
+            0b101 => Self::Init,
+            0b111 => Self::ExtInt,
+            _ => return None,
+        })
+    }
+}
+
 /// An interrupt message for the local APICs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivery {
@@ -246,15 +262,7 @@ impl IoApic {
 
 /// The message a redirection entry describes; `None` for a reserved delivery mode.
 fn decode(entry: u64) -> Option<Delivery> {
-    let mode = match (entry >> 8) & 0b111 {
-        0b000 => DeliveryMode::Fixed,
-        0b001 => DeliveryMode::LowestPriority,
-        0b010 => DeliveryMode::Smi,
-        0b100 => DeliveryMode::Nmi,
-        0b101 => DeliveryMode::Init,
-        0b111 => DeliveryMode::ExtInt,
-        _ => return None,
-    };
+    let mode = DeliveryMode::from_bits((entry >> 8) as u8)?;
     Some(Delivery {
         vector: entry as u8,
         dest: (entry >> 56) as u32,

@@ -8,6 +8,7 @@ extern crate alloc;
 pub mod ioapic;
 pub mod lapic;
 pub mod mem;
+pub mod msix;
 pub mod pci;
 pub mod pic;
 pub mod pit;

@@ -186,7 +186,8 @@ impl ConfigSpace {
         }
     }
 
-    fn set_writable(&mut self, offset: u8, mask: &[u8]) {
+    /// Lets guest writes change the bits of `mask` in the bytes from `offset`.
+    pub(crate) fn set_writable(&mut self, offset: u8, mask: &[u8]) {
         let at = usize::from(offset);
         if let Some(dst) = self.writable.get_mut(at..at + mask.len()) {
             dst.copy_from_slice(mask);

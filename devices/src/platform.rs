@@ -3,7 +3,8 @@
 //! port, MMIO and MSR accesses to them, carries ISA IRQ line levels to both the PICs and the
 //! I/O APIC (ISA IRQ 0 arrives at `layout::PIT_GSI`), and hands the CPU its next interrupt.
 //! PCI bus 0 holds a host bridge and the virtio devices (`add_virtio`), their INTA# lines wired
-//! to I/O APIC pins `layout::PCI_GSI_BASE..`, active low. Queue work happens in
+//! to I/O APIC pins `layout::PCI_GSI_BASE..`, active low; a device whose driver enabled MSI-X
+//! sends messages instead, which reach the local APIC as edges. Queue work happens in
 //! `service_devices`, the one place that needs guest memory. `refresh`, called before every
 //! guest entry, skips that work and the poll when neither an access nor time can have changed
 //! anything since the last poll, and `next_deadline` and `has_interrupt` answer from what that
@@ -18,6 +19,7 @@ use alloc::vec::Vec;
 use crate::lapic::{Lapic, LapicAction};
 use crate::layout;
 use crate::mem::GuestMemory;
+use crate::msix::Message;
 use crate::pci::{self, ConfigPorts, ConfigSpace};
 use crate::pic::PicPair;
 use crate::pit::Pit;
@@ -328,8 +330,14 @@ impl Platform {
         })
     }
 
-    /// Drives each PCI GSI to the wired OR of the INTA# lines on it (active low).
+    /// Sends the MSI-X messages the virtio devices may send, and drives each PCI GSI to the
+    /// wired OR of the INTA# lines on it (active low).
     fn update_pci_irqs(&mut self) {
+        for i in 0..self.virtio.len() {
+            while let Some(message) = self.virtio[i].take_message() {
+                self.deliver_msi(message);
+            }
+        }
         let mut levels = 0u32;
         for (i, dev) in self.virtio.iter().enumerate() {
             if dev.irq_level() {
@@ -804,6 +812,32 @@ impl Platform {
         }
     }
 
+    /// Delivers a message a PCI function wrote to 0xFEEx_xxxx: a fixed or lowest-priority
+    /// interrupt reaches the local APICs its destination names as an edge (SDM 11.11). Other
+    /// delivery modes, and writes elsewhere, are dropped.
+    fn deliver_msi(&mut self, message: Message) {
+        let Some(d) = message.decode() else {
+            log::trace!(
+                "dropped MSI write {:#x} to {:#x}",
+                message.data,
+                message.address
+            );
+            return;
+        };
+        match d.mode {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                let lowest = d.mode == DeliveryMode::LowestPriority;
+                let mask = self.destinations(d.dest, d.logical, lowest);
+                for (i, lapic) in self.lapics.iter_mut().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        lapic.accept_interrupt(d.vector, false);
+                    }
+                }
+            }
+            _ => log::trace!("ignored MSI {:?} for vector {:#x}", d.mode, d.vector),
+        }
+    }
+
     fn handle_lapic_action(&mut self, action: LapicAction) {
         match action {
             LapicAction::None => {}
@@ -864,6 +898,7 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::queue::tests::{Driver, AVAIL, DESC, USED};
 
     const TSC_HZ: u64 = 3_000_000_000;
     const LAPIC: u64 = layout::LAPIC_BASE;
@@ -1196,7 +1231,6 @@ mod tests {
 
     #[test]
     fn virtio_console_output_and_intx_through_the_ioapic() {
-        use crate::virtio::queue::tests::{Driver, AVAIL, DESC, USED};
         let (mut p, bar) = with_console();
         enable_lapic(&mut p);
         let gsi = u32::from(pci::slot_gsi(1));
@@ -1232,6 +1266,90 @@ mod tests {
         assert_eq!(p.mmio_read(bar + 0x100, 1, 0), Some(1), "ISR");
         p.mmio_write(LAPIC + EOI, 4, 0, 0);
         assert!(!p.has_interrupt(), "the line fell with the ISR read");
+    }
+
+    /// The console on slot 1 brought up with MSI-X on: its transmit queue on vector 1, whose
+    /// table entry says `address` and `data`.
+    fn console_with_msix(p: &mut Platform, bar: u64, address: u64, data: u64) {
+        config_write(p, 1, 4, u32::from(pci::COMMAND_MEMORY));
+        let mut cap = config_read(p, 1, 0x34) as u8;
+        while config_read(p, 1, cap) & 0xFF != u32::from(crate::msix::CAP_ID) {
+            cap = (config_read(p, 1, cap) >> 8) as u8;
+        }
+        for (off, size, value) in [
+            (0x1010, 8, address),
+            (0x1018, 4, data),
+            (0x101C, 4, 0),
+            (0x08, 4, 1),
+            (0x0C, 4, 1),
+            (0x14, 1, 0xB),
+            (0x16, 2, 1),
+            (0x1A, 2, 1),
+            (0x18, 2, 8),
+            (0x20, 8, DESC),
+            (0x28, 8, AVAIL),
+            (0x30, 8, USED),
+            (0x1C, 2, 1),
+            (0x14, 1, 0xF),
+        ] {
+            assert!(p.mmio_write(bar + off, size, value, 0));
+        }
+        // MSI-X Enable, bit 15 of Message Control (the capability's bytes 2 and 3).
+        config_write(p, 1, cap, 0x8000_0000);
+    }
+
+    /// The console sends buffer number `n` the driver `d` offers; the interrupt that reaches
+    /// the CPU, if any.
+    fn console_sends(p: &mut Platform, bar: u64, d: &mut Driver, n: u16) -> Option<u8> {
+        d.mem.write(0x8000, b"msi").unwrap();
+        d.offer(n, &[(0x8000, 3, false)]);
+        assert!(p.mmio_write(bar + 0x300, 2, 1, 0));
+        p.service_devices(&mut d.mem);
+        let out: std::vec::Vec<u8> = core::iter::from_fn(|| p.pop_console_output()).collect();
+        assert_eq!(out, b"msi");
+        p.take_interrupt()
+    }
+
+    #[test]
+    fn msix_reaches_the_local_apic_as_an_edge() {
+        let (mut p, bar) = with_console();
+        enable_lapic(&mut p);
+        // The INTx route is there too (level, active low); MSI-X must not use it.
+        let gsi = u32::from(pci::slot_gsi(1));
+        p.mmio_write(IOAPIC, 4, u64::from(0x10 + 2 * gsi), 0);
+        p.mmio_write(IOAPIC + 0x10, 4, 0x51 | 1 << 13 | 1 << 15, 0);
+        console_with_msix(&mut p, bar, 0xFEE0_0000, 0x61);
+        let mut d = Driver::new();
+        assert_eq!(console_sends(&mut p, bar, &mut d, 0), Some(0x61));
+        assert!(!p.has_interrupt(), "no INTx beside it");
+        p.mmio_write(LAPIC + EOI, 4, 0, 0);
+        assert!(!p.has_interrupt(), "an edge: nothing left after EOI");
+        // Logical destination 1 reaches the APIC once its LDR says so (flat model).
+        assert!(p.mmio_write(LAPIC + 0xD0, 4, 1 << 24, 0));
+        assert!(p.mmio_write(bar + 0x1010, 4, 0xFEE0_1004, 0));
+        assert_eq!(console_sends(&mut p, bar, &mut d, 1), Some(0x61));
+    }
+
+    #[test]
+    fn msix_for_other_apics_or_not_interrupts_is_dropped() {
+        for (address, data) in [
+            (0xFEE0_3000, 0x61),
+            (0xFED0_0000, 0x61),
+            (0xFEE0_0000, 0x361),
+            (0xFEE0_0000, 0x761),
+        ] {
+            let (mut p, bar) = with_console();
+            enable_lapic(&mut p);
+            console_with_msix(&mut p, bar, address, data);
+            let mut d = Driver::new();
+            let sent = console_sends(&mut p, bar, &mut d, 0);
+            assert_eq!(sent, None, "{address:#x} {data:#x}");
+            assert_eq!(
+                p.mmio_read(bar + 0x1800, 8, 0),
+                Some(0),
+                "sent, not pending"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,24 @@ case " $(cat /proc/cmdline) " in
     echo "HVTEST: powering off"
     poweroff -f
     ;;
+*" hvtest=net "*)
+    # hvip=ADDR hvpeer=ADDR: wait (bounded) until the peer answers, ping it, then keep
+    # answering its pings until a line arrives on the console or 300 s pass.
+    for w in $(cat /proc/cmdline); do
+        case "$w" in hvip=*) me="${w#hvip=}" ;; hvpeer=*) peer="${w#hvpeer=}" ;; esac
+    done
+    ip link set eth0 up && ip addr add "$me/24" dev eth0
+    echo "HVTEST: mac $(cat /sys/class/net/eth0/address)"
+    n=0
+    until ping -c 1 -W 2 "$peer" >/dev/null 2>&1 || [ $n -ge 200 ]; do n=$((n+1)); done
+    if ping -c 3 -W 3 "$peer" >/tmp/ping 2>&1; then r=ok; else r=failed; fi
+    echo "HVTEST: ping $peer $r: $(grep 'packet loss' /tmp/ping)"
+    grep virtio /proc/interrupts | while read -r l; do echo "HVTEST: irq $l"; done
+    echo "HVTEST: net done"
+    read -t 300 l
+    echo "HVTEST: powering off"
+    poweroff -f
+    ;;
 *" hvtest=1 "*)
     echo "HVTEST: uname $(uname -sr)"
     echo "HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)"
@@ -273,6 +291,8 @@ mod tests {
             "echo \"HVTEST: userspace up\"",
             "*\" hvtest=1 \"*)",
             "*\" hvtest=disk \"*)",
+            "*\" hvtest=net \"*)",
+            "echo \"HVTEST: ping $peer $r: $(grep 'packet loss' /tmp/ping)\"",
             "mount -t ext2 /dev/vda /mnt",
             "echo \"HVTEST: disk reread $(cat /mnt/guest.txt)\"",
             "echo \"HVTEST: uname $(uname -sr)\"",

@@ -1,7 +1,10 @@
 //! virtio 1.x devices over PCI, modern transport only (virtio 1.2, 4.1): each device is a PCI
 //! function (vendor 0x1AF4, device 0x1040 + type, revision 1) whose one memory BAR holds the
 //! common configuration, ISR status, device configuration and notification structures, each
-//! announced by a vendor-specific capability (4.1.4). Interrupts are INTx (no MSI-X).
+//! announced by a vendor-specific capability (4.1.4). Interrupts are INTx, or MSI-X once the
+//! driver enables it: a vector per queue and one for configuration changes, chosen by the
+//! driver through `queue_msix_vector` and `config_msix_vector` (4.1.4.3, 4.1.5.1.2), the table
+//! and PBA in the second page of the BAR.
 //!
 //! Queue notifications are only recorded by MMIO writes; `service` does the work with guest
 //! memory at hand, so the transport stays a host-testable state machine. A malformed queue is a
@@ -17,11 +20,13 @@ pub mod queue;
 use alloc::vec::Vec;
 
 use crate::mem::GuestMemory;
+use crate::msix::{self, Message, Msix};
 use crate::pci::{ConfigSpace, Identity};
 use queue::{Queue, QueueError, QUEUE_MAX};
 
-/// Bytes of the BAR, and where each structure lives in it.
-pub const BAR_SIZE: u32 = 0x1000;
+/// Bytes of the BAR, and where each structure lives in it. The MSI-X table and PBA share no
+/// 4 KiB page with the other structures (PCI 3.0, 6.8.2).
+pub const BAR_SIZE: u32 = 0x2000;
 const COMMON: u64 = 0x000;
 const COMMON_LEN: u32 = 0x38;
 const ISR: u64 = 0x100;
@@ -30,6 +35,13 @@ const DEVICE: u64 = 0x200;
 const DEVICE_LEN: u32 = 0x100;
 const NOTIFY: u64 = 0x300;
 const NOTIFY_LEN: u32 = 4;
+const MSIX_TABLE: u32 = 0x1000;
+const MSIX_PBA: u32 = 0x1800;
+// Past the first page, and inside the BAR with room for the largest table.
+const _: () = assert!(
+    MSIX_TABLE >= 0x1000 && MSIX_PBA >= MSIX_TABLE + msix::ENTRY_BYTES * msix::MAX_VECTORS as u32
+);
+const _: () = assert!(MSIX_PBA + 8 <= BAR_SIZE);
 
 /// `cfg_type` of the vendor capabilities (4.1.4).
 const CAP_VENDOR: u8 = 0x09;
@@ -134,6 +146,7 @@ impl Device {
 pub struct VirtioPci {
     pub pci: ConfigSpace,
     pub device: Device,
+    msix: Msix,
     queues: Vec<Queue>,
     queue_vectors: Vec<u16>,
     device_feature_select: u32,
@@ -174,9 +187,15 @@ impl VirtioPci {
         notify[..14].copy_from_slice(&vendor_cap(20, CFG_NOTIFY, NOTIFY as u32, NOTIFY_LEN)[..14]);
         let _ = pci.add_capability(CAP_VENDOR, &notify);
         let n = device.queue_count();
+        // A vector per queue and one for configuration changes. The layout is fixed and the
+        // capability ends at 0x90 (a unit test walks it), so this cannot fail.
+        let vectors = n as u16 + 1;
+        let msix = Msix::new(&mut pci, vectors, 0, MSIX_TABLE, MSIX_PBA)
+            .expect("the MSI-X capability fits after the virtio ones");
         Self {
             pci,
             device,
+            msix,
             queues: (0..n).map(|_| Queue::new(QUEUE_MAX)).collect(),
             queue_vectors: alloc::vec![NO_VECTOR; n],
             device_feature_select: 0,
@@ -195,9 +214,14 @@ impl VirtioPci {
         self.pci.memory_bar(0)
     }
 
-    /// The level of INTA#.
+    /// The level of INTA#, which is idle while MSI-X is enabled (PCI 3.0, 6.8.2.3).
     pub fn irq_level(&self) -> bool {
-        self.isr != 0 && self.pci.intx_enabled()
+        self.isr != 0 && self.pci.intx_enabled() && !self.msix.enabled(&self.pci)
+    }
+
+    /// The next MSI-X message the device may send now (see `msix::Msix::take_message`).
+    pub fn take_message(&mut self) -> Option<Message> {
+        self.msix.take_message(&self.pci)
     }
 
     pub fn read(&mut self, offset: u64, size: u8) -> u64 {
@@ -215,6 +239,7 @@ impl VirtioPci {
                 self.device.read_config(o - DEVICE, &mut buf[..n]);
                 u64::from_le_bytes(buf)
             }
+            o if self.msix.claims(o) => self.msix.read(o, size),
             _ => 0,
         };
         value & mask(size)
@@ -230,12 +255,13 @@ impl VirtioPci {
                     self.notified |= bit & self.queue_mask();
                 }
             }
+            o if self.msix.claims(o) => self.msix.write(o, size, value),
             _ => log::trace!("virtio: write to read-only offset {offset:#x} dropped"),
         }
     }
 
     /// Does the work notifications asked for and delivers pending frames, with guest memory at
-    /// hand; `emit` takes console output. Raises the interrupt when buffers were used.
+    /// hand; `emit` takes console output. Interrupts for the queues whose buffers were used.
     pub fn service(&mut self, mem: &mut dyn GuestMemory, emit: &mut dyn FnMut(&[u8])) {
         if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
             return;
@@ -244,14 +270,18 @@ impl VirtioPci {
             return;
         }
         self.notified = 0;
+        let used = |queue: usize, any: bool| u32::from(any) << queue;
         let result = match &mut self.device {
-            Device::Blk(b) => b.service(&mut self.queues[0], mem),
+            Device::Blk(b) => b.service(&mut self.queues[0], mem).map(|u| used(0, u)),
             Device::Net(n) => n.service(&mut self.queues, mem),
-            Device::Console(c) => c.service(&mut self.queues[console::TRANSMIT_QUEUE], mem, emit),
+            Device::Console(c) => {
+                let q = console::TRANSMIT_QUEUE;
+                c.service(&mut self.queues[q], mem, emit)
+                    .map(|u| used(q, u))
+            }
         };
         match result {
-            Ok(true) => self.raise(ISR_QUEUE),
-            Ok(false) => {}
+            Ok(queues) => self.notify_queues(queues),
             Err(e) => self.fail(e),
         }
     }
@@ -273,12 +303,42 @@ impl VirtioPci {
             0x1040 + self.device.type_id()
         );
         self.status |= STATUS_NEEDS_RESET;
-        self.raise(ISR_CONFIG);
+        // The ISR's configuration bit is set whether or not MSI-X is on (4.1.4.5.1).
+        self.isr |= ISR_CONFIG;
+        if self.msix.enabled(&self.pci) {
+            self.msix.signal(self.config_vector);
+        } else {
+            self.pci.set_interrupt_status(true);
+        }
     }
 
-    fn raise(&mut self, bit: u8) {
-        self.isr |= bit;
-        self.pci.set_interrupt_status(true);
+    /// Interrupts for the queues in the bit mask `queues`: each queue's vector with MSI-X
+    /// (none for NO_VECTOR), else the ISR's queue bit and INTA# (4.1.4.5.1).
+    fn notify_queues(&mut self, queues: u32) {
+        if queues == 0 {
+            return;
+        }
+        if !self.msix.enabled(&self.pci) {
+            self.isr |= ISR_QUEUE;
+            self.pci.set_interrupt_status(true);
+            return;
+        }
+        for (q, &vector) in self.queue_vectors.iter().enumerate() {
+            if queues & 1 << q != 0 {
+                self.msix.signal(vector);
+            }
+        }
+    }
+
+    /// What `config_msix_vector` or `queue_msix_vector` holds after the driver wrote `vector`:
+    /// the vector if the table has it, NO_VECTOR (the mapping failed) if not (4.1.5.1.2.1).
+    fn mappable(&self, vector: u64) -> u16 {
+        let vector = vector as u16;
+        if vector < self.msix.vectors() {
+            vector
+        } else {
+            NO_VECTOR
+        }
     }
 
     fn queue_mask(&self) -> u32 {
@@ -354,7 +414,7 @@ impl VirtioPci {
                 self.driver_features =
                     (self.driver_features & keep) | (value & 0xFFFF_FFFF) << shift;
             }
-            (CONFIG_MSIX_VECTOR, 2) => self.config_vector = value as u16,
+            (CONFIG_MSIX_VECTOR, 2) => self.config_vector = self.mappable(value),
             (DEVICE_STATUS, 1) => self.write_status(value as u8),
             (QUEUE_SELECT, 2) => self.queue_select = value as u16,
             (QUEUE_SIZE, 2) => {
@@ -363,8 +423,9 @@ impl VirtioPci {
                 }
             }
             (QUEUE_MSIX_VECTOR, 2) => {
+                let vector = self.mappable(value);
                 if let Some(v) = self.queue_vectors.get_mut(qi) {
-                    *v = value as u16;
+                    *v = vector;
                 }
             }
             (QUEUE_ENABLE, 2) => {
@@ -430,6 +491,7 @@ impl VirtioPci {
         self.config_vector = NO_VECTOR;
         self.isr = 0;
         self.notified = 0;
+        self.msix.clear_pending();
         self.pci.set_interrupt_status(false);
         self.device.reset();
     }

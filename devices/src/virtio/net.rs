@@ -146,21 +146,21 @@ impl Net {
         self.outbox.clear();
     }
 
-    /// Moves sent frames to the outbox and delivered frames into receive buffers; tells whether
-    /// an interrupt is due.
+    /// Moves sent frames to the outbox and delivered frames into receive buffers; returns a
+    /// bit per queue whose interrupt is due.
     pub fn service(
         &mut self,
         queues: &mut [Queue],
         mem: &mut dyn GuestMemory,
-    ) -> Result<bool, QueueError> {
-        let mut interrupt = false;
+    ) -> Result<u32, QueueError> {
+        let mut interrupts = 0;
         if let Some(tx) = queues.get_mut(TRANSMIT_QUEUE) {
-            interrupt |= self.transmit(tx, mem)?;
+            interrupts |= u32::from(self.transmit(tx, mem)?) << TRANSMIT_QUEUE;
         }
         if let Some(rx) = queues.get_mut(RECEIVE_QUEUE) {
-            interrupt |= self.receive(rx, mem)?;
+            interrupts |= u32::from(self.receive(rx, mem)?) << RECEIVE_QUEUE;
         }
-        Ok(interrupt)
+        Ok(interrupts)
     }
 
     fn transmit(&mut self, tx: &mut Queue, mem: &mut dyn GuestMemory) -> Result<bool, QueueError> {
