@@ -3,10 +3,11 @@
 //! frame to the port its destination was learned on, and floods broadcast, multicast and
 //! unknown destinations to every other port.
 //!
-//! `pump` moves the frames between the platforms of the domains; `forward` only decides. There
-//! is no uplink to a host NIC. Learned entries never age out; the table holds `TABLE_SIZE` MACs
+//! `pump` moves the frames between the platforms of the domains and the uplink, a host NIC
+//! (port `UPLINK`) if the monitor has one; `forward` only decides. Learned entries never age out; the table holds `TABLE_SIZE` MACs
 //! and replaces the least recently learned one when full.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::platform::Platform;
@@ -23,6 +24,19 @@ pub struct Port {
     pub nic: u8,
 }
 
+/// The uplink's port: domain 0 is the monitor itself (Xen's Domain-0 bridges to the host NIC).
+pub const UPLINK: Port = Port { domain: 0, nic: 0 };
+/// Frames taken from the uplink in one `pump`, so a flood cannot hold the CPU.
+const UPLINK_BURST: usize = 64;
+
+/// A host NIC: the switch's way out.
+pub trait Uplink {
+    /// Sends `frame`; one that cannot be sent is dropped.
+    fn send(&mut self, frame: &[u8]);
+    /// Copies the next frame that came in into `buf` and gives its length.
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize>;
+}
+
 struct Entry {
     mac: Mac,
     port: Port,
@@ -35,6 +49,7 @@ pub struct Switch {
     ports: Vec<Port>,
     table: Vec<Entry>,
     frames: u64,
+    uplink: Option<Box<dyn Uplink>>,
 }
 
 impl Switch {
@@ -48,6 +63,12 @@ impl Switch {
         }
     }
 
+    /// Attaches `uplink` as port `UPLINK`.
+    pub fn set_uplink(&mut self, uplink: Box<dyn Uplink>) {
+        self.uplink = Some(uplink);
+        self.attach(UPLINK);
+    }
+
     /// Attaches every NIC of domain `id`'s platform.
     pub fn connect(&mut self, id: u32, platform: &Platform) {
         for nic in 0..platform.nic_count() {
@@ -55,10 +76,12 @@ impl Switch {
         }
     }
 
-    /// Takes every frame the NICs of `slots` sent and delivers it to the NICs `forward` names;
-    /// `domain` gives a slot's domain ID and platform. A frame for a full inbox is dropped.
+    /// Takes every frame the NICs of `slots` sent, and up to `UPLINK_BURST` the uplink
+    /// received, and delivers each to the ports `forward` names; `domain` gives a slot's domain
+    /// ID and platform. A frame for a full inbox is dropped.
     pub fn pump<T>(&mut self, slots: &mut [T], domain: fn(&mut T) -> (u32, &mut Platform)) {
         let mut buf = [0u8; MAX_FRAME];
+        let mut uplink = self.uplink.take();
         for i in 0..slots.len() {
             loop {
                 let (id, platform) = domain(&mut slots[i]);
@@ -67,16 +90,20 @@ impl Switch {
                 };
                 let frame = &buf[..len];
                 self.forward(Port { domain: id, nic }, frame, |to| {
-                    let target = slots.iter_mut().find_map(|s| {
-                        let (id, platform) = domain(s);
-                        (id == to.domain).then_some(platform)
-                    });
-                    if let Some(platform) = target {
-                        platform.deliver_net_frame(to.nic, frame);
-                    }
+                    deliver(slots, domain, &mut uplink, to, frame)
                 });
             }
         }
+        for _ in 0..UPLINK_BURST {
+            let Some(len) = uplink.as_mut().and_then(|u| u.receive(&mut buf)) else {
+                break;
+            };
+            let frame = &buf[..len];
+            self.forward(UPLINK, frame, |to| {
+                deliver(slots, domain, &mut uplink, to, frame)
+            });
+        }
+        self.uplink = uplink;
     }
 
     /// Removes a domain's ports and everything learned on them.
@@ -124,6 +151,29 @@ impl Switch {
         } else if let Some(oldest) = self.table.iter_mut().min_by_key(|e| e.stamp) {
             *oldest = Entry { mac, port, stamp };
         }
+    }
+}
+
+/// Hands `frame` to port `to`: the uplink, or a NIC of one of `slots`.
+fn deliver<T>(
+    slots: &mut [T],
+    domain: fn(&mut T) -> (u32, &mut Platform),
+    uplink: &mut Option<Box<dyn Uplink>>,
+    to: Port,
+    frame: &[u8],
+) {
+    if to == UPLINK {
+        if let Some(u) = uplink {
+            u.send(frame);
+        }
+        return;
+    }
+    let target = slots.iter_mut().find_map(|s| {
+        let (id, platform) = domain(s);
+        (id == to.domain).then_some(platform)
+    });
+    if let Some(platform) = target {
+        platform.deliver_net_frame(to.nic, frame);
     }
 }
 
@@ -229,6 +279,47 @@ mod tests {
         let mut slots = [(7u32, p)];
         sw.pump(&mut slots, |s| (s.0, &mut s.1));
         assert_eq!(sw.frames, 0, "nothing sent");
+    }
+
+    /// Frames waiting to come in, and those sent out.
+    type Wire = std::rc::Rc<
+        core::cell::RefCell<(
+            std::collections::VecDeque<std::vec::Vec<u8>>,
+            std::vec::Vec<std::vec::Vec<u8>>,
+        )>,
+    >;
+
+    struct FakeUplink(Wire);
+
+    impl Uplink for FakeUplink {
+        fn send(&mut self, frame: &[u8]) {
+            self.0.borrow_mut().1.push(frame.into());
+        }
+
+        fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+            let f = self.0.borrow_mut().0.pop_front()?;
+            buf[..f.len()].copy_from_slice(&f);
+            Some(f.len())
+        }
+    }
+
+    #[test]
+    fn the_uplink_is_a_port_whose_frames_are_pumped_in_a_burst_at_a_time() {
+        let wire = Wire::default();
+        let mut sw = switch();
+        sw.set_uplink(Box::new(FakeUplink(wire.clone())));
+        let outside = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        wire.borrow_mut().0.push_back(frame(BROADCAST, outside));
+        for _ in 0..UPLINK_BURST {
+            wire.borrow_mut().0.push_back(frame(outside, outside));
+        }
+        let mut slots: [(u32, Platform); 0] = [];
+        sw.pump(&mut slots, |s| (s.0, &mut s.1));
+        assert_eq!(wire.borrow().0.len(), 1, "one burst taken");
+        assert_eq!(sw.lookup(&outside), Some(UPLINK));
+        assert!(wire.borrow().1.is_empty(), "nothing goes back out");
+        assert_eq!(send(&mut sw, A, &frame(outside, MAC_A)), [UPLINK]);
+        assert_eq!(send(&mut sw, A, &frame(BROADCAST, MAC_A)), [B, C, UPLINK]);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The virtual devices of a new domain from its config: a virtio-blk per `disk` (backed by a
-//! boot module, guest writes kept in memory), a virtio-net per `vif` (MAC from `mac=` or xl's
+//! boot module, guest writes kept in memory, or by a host disk or partition for `phy:`), a
+//! virtio-net per `vif` (MAC from `mac=` or xl's
 //! default rule), and a virtio-console (`hvc0`). They are made before the domain's RAM is taken,
 //! so a config naming a missing module fails early, and plugged into its platform after.
 //!
-//! It is not the switch between the NICs (`devices::switch`, driven by the scheduler) and it
-//! drives no host disk: `phy:` targets are refused for now.
+//! It is not the switch between the NICs (`devices::switch`, driven by the scheduler) and not
+//! the host disk driver (`crate::phy`).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -14,7 +15,7 @@ use alloc::vec::Vec;
 use crate::bare::bootinfo::BootInfo;
 use crate::bare::cpu;
 use devices::platform::Platform;
-use devices::virtio::blk::{Blk, Overlay};
+use devices::virtio::blk::{Blk, BlockStore, Overlay};
 use devices::virtio::console::Console;
 use devices::virtio::net::{default_mac, Net};
 use devices::virtio::Device;
@@ -24,21 +25,22 @@ use hv_core::config::{DiskTarget, VmConfig};
 pub fn devices(boot: &BootInfo, at: &str, vm: &VmConfig) -> Result<Vec<Device>, String> {
     let mut out = Vec::new();
     for disk in &vm.disks {
-        let name = match &disk.target {
-            DiskTarget::Module(name) => name,
-            DiskTarget::Phy(dev) => {
-                return Err(format!(
-                    "{at}: disk 'phy:{dev}' ({}): host disks are not supported yet",
-                    disk.vdev
-                ))
+        let store: Box<dyn BlockStore> = match &disk.target {
+            DiskTarget::Module(name) => {
+                let module = boot
+                    .modules()
+                    .find(|m| m.name == name.as_str())
+                    .ok_or_else(|| {
+                        format!("{at}: disk module '{name}' was not given to the monitor")
+                    })?;
+                Box::new(Overlay::new(module.data, disk.read_only))
             }
+            DiskTarget::Phy(dev) => Box::new(
+                crate::phy::open(dev, &vm.name, disk.read_only)
+                    .map_err(|e| format!("{at}: disk 'phy:{dev}' ({}): {e}", disk.vdev))?,
+            ),
         };
-        let module = boot
-            .modules()
-            .find(|m| m.name == name.as_str())
-            .ok_or_else(|| format!("{at}: disk module '{name}' was not given to the monitor"))?;
-        let store = Overlay::new(module.data, disk.read_only);
-        out.push(Device::Blk(Blk::new(Box::new(store), &disk.vdev)));
+        out.push(Device::Blk(Blk::new(store, &disk.vdev)));
     }
     for (i, vif) in vm.vifs.iter().enumerate() {
         let mac = vif

@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod domain;
 pub mod emulate;
 pub mod frames;
+pub mod hostdev;
 pub mod loader;
 pub mod memory;
 pub mod modules;

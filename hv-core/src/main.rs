@@ -14,8 +14,10 @@ mod attach;
 mod backend;
 mod bare;
 mod launch;
+mod phy;
 mod profile;
 mod scheduler;
+mod uplink;
 
 use bare::{bootinfo, cpu, heap, idt, serial, timer::HostTimer};
 use hv_core::modules;
@@ -59,6 +61,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         cpu::halt_forever()
     }
     profile::init(boot.cmdline, timer.tsc_hz, &backend);
+    phy::probe(timer.tsc_hz);
     let known = read_configs(&boot);
     scheduler::run(scheduler::Monitor::new(
         backend, boot, timer, known, HEAP_SIZE,

@@ -162,9 +162,15 @@ pub fn run(mut m: Monitor) -> ! {
     if m.mode == Mode::Prompt {
         say!("{PROMPT}");
     }
+    if let Some(uplink) = crate::uplink::probe(m.timer.tsc_hz) {
+        m.switch.set_uplink(uplink);
+    }
     loop {
         let now = rdtsc();
         m.poll_input(now);
+        // Frames from the uplink come in even while every guest sleeps.
+        m.switch
+            .pump(&mut m.slots, |s| (s.guest.vm.id, &mut s.guest.vm.platform));
         m.refresh_top(now);
         m.wake(now);
         if m.slots.is_empty() && m.known.iter().all(|k| k.life.autostart) {

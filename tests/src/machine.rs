@@ -34,6 +34,8 @@ pub struct Boot {
     monitor_options: Vec<String>,
     /// The file COM2 (the monitor's trace stream) is written into, if any.
     pub(crate) com2: Option<PathBuf>,
+    /// Arguments added to QEMU's command line (host devices).
+    qemu_args: Vec<String>,
 }
 
 /// The emulator a machine runs on, and so the monitor's backend.
@@ -80,6 +82,7 @@ impl Boot {
             emulator: Emulator::Qemu,
             monitor_options: Vec::new(),
             com2: None,
+            qemu_args: Vec::new(),
         }
     }
 
@@ -96,6 +99,13 @@ impl Boot {
     /// bytes or more (the transmit FIFO's depth) that it printed afterwards has been seen.
     pub fn com2_to_file(mut self, path: &Path) -> Self {
         self.com2 = Some(path.to_owned());
+        self
+    }
+
+    /// Adds `args` to QEMU's command line, e.g. a host disk (`-drive ...`, `-device ...`).
+    /// Bochs machines ignore them.
+    pub fn qemu_args(mut self, args: &[&str]) -> Self {
+        self.qemu_args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -237,6 +247,7 @@ impl Machine {
             )
             .arg("-initrd")
             .arg(module_list(&paths)?)
+            .args(&boot.qemu_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -56,6 +56,21 @@ case " $(cat /proc/cmdline) " in
     echo "HVTEST: powering off"
     poweroff -f
     ;;
+*" hvtest=phy "*)
+    mount -t ext2 /dev/vda /mnt && echo "HVTEST: phy mounted"
+    echo "HVTEST: phy read $(cat /mnt/token.txt 2>/dev/null)"
+    t=$(sed -n 's/.* phytoken=\([^ ]*\).*/\1/p' /proc/cmdline)
+    [ -n "$t" ] && echo "$t" > /mnt/token.txt && sync && echo "HVTEST: phy wrote $t"
+    umount /mnt
+    echo "HVTEST: powering off"
+    poweroff -f
+    ;;
+*" hvtest=uplink "*)
+    ip link set eth0 up
+    echo "HVTEST: uplink $(udhcpc -i eth0 -f -q -n -t 5 -s /bin/true 2>&1 | grep -o 'lease of [0-9.]*')"
+    echo "HVTEST: powering off"
+    poweroff -f
+    ;;
 *" hvtest=1 "*)
     echo "HVTEST: uname $(uname -sr)"
     echo "HVTEST: $(grep -m1 '^flags' /proc/cpuinfo)"
@@ -293,6 +308,8 @@ mod tests {
             "*\" hvtest=disk \"*)",
             "*\" hvtest=net \"*)",
             "echo \"HVTEST: ping $peer $r: $(grep 'packet loss' /tmp/ping)\"",
+            "*\" hvtest=phy \"*)",
+            "*\" hvtest=uplink \"*)",
             "mount -t ext2 /dev/vda /mnt",
             "echo \"HVTEST: disk reread $(cat /mnt/guest.txt)\"",
             "echo \"HVTEST: uname $(uname -sr)\"",

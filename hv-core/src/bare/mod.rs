@@ -10,5 +10,6 @@ mod entry;
 pub mod fpu;
 pub mod heap;
 pub mod idt;
+pub mod pci;
 pub mod serial;
 pub mod timer;
