@@ -129,16 +129,16 @@ const ICR_LOGICAL: u32 = 1 << 11;
 const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_TRIGGER_LEVEL: u32 = 1 << 15;
 
-const MODE_FIXED: u8 = 0;
-const MODE_LOWEST_PRIORITY: u8 = 1;
+pub(crate) const MODE_FIXED: u8 = 0;
+pub(crate) const MODE_LOWEST_PRIORITY: u8 = 1;
 const MODE_SMI: u8 = 2;
-const MODE_NMI: u8 = 4;
-const MODE_INIT: u8 = 5;
-const MODE_STARTUP: u8 = 6;
+pub(crate) const MODE_NMI: u8 = 4;
+pub(crate) const MODE_INIT: u8 = 5;
+pub(crate) const MODE_STARTUP: u8 = 6;
 
-const SHORTHAND_NONE: u8 = 0;
-const SHORTHAND_SELF: u8 = 1;
-const SHORTHAND_ALL_INCLUDING_SELF: u8 = 2;
+pub(crate) const SHORTHAND_NONE: u8 = 0;
+pub(crate) const SHORTHAND_SELF: u8 = 1;
+pub(crate) const SHORTHAND_ALL_INCLUDING_SELF: u8 = 2;
 
 /// Error status bits (SDM Figure 11-9).
 const ESR_SEND_ILLEGAL_VECTOR: u32 = 1 << 5;

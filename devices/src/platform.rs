@@ -16,7 +16,10 @@
 use crate::ioapic::{DeliveryMode, IoApic};
 use alloc::vec::Vec;
 
-use crate::lapic::{Lapic, LapicAction};
+use crate::lapic::{
+    Lapic, LapicAction, MODE_FIXED, MODE_INIT, MODE_LOWEST_PRIORITY, MODE_NMI, MODE_STARTUP,
+    SHORTHAND_ALL_INCLUDING_SELF, SHORTHAND_NONE, SHORTHAND_SELF,
+};
 use crate::layout;
 use crate::mem::GuestMemory;
 use crate::msix::Message;
@@ -31,15 +34,6 @@ use crate::virtio::{Device, VirtioPci};
 const PIT_IRQ: u8 = 0;
 const RTC_IRQ: u8 = 8;
 const POST_PORT: u16 = 0x80;
-/// ICR delivery modes and destination shorthands (SDM Vol. 3A 11.6.1).
-const MODE_FIXED: u8 = 0;
-const MODE_LOWEST_PRIORITY: u8 = 1;
-const MODE_NMI: u8 = 4;
-const MODE_INIT: u8 = 5;
-const MODE_STARTUP: u8 = 6;
-const SHORTHAND_NONE: u8 = 0;
-const SHORTHAND_SELF: u8 = 1;
-const SHORTHAND_ALL_INCLUDING_SELF: u8 = 2;
 const PORT61: u16 = 0x61;
 /// APIC MMIO windows are claimed a 4 KiB page at a time.
 const APIC_PAGE: u64 = 0x1000;
@@ -1242,20 +1236,7 @@ mod tests {
         assert!(!p.has_interrupt(), "idle lines are high");
         config_write(&mut p, 1, 4, u32::from(pci::COMMAND_MEMORY));
         let mut d = Driver::new();
-        for (off, size, value) in [
-            (0x08, 4, 1),
-            (0x0C, 4, 1),
-            (0x14, 1, 0xB),
-            (0x16, 2, 1),
-            (0x18, 2, 8),
-            (0x20, 8, DESC),
-            (0x28, 8, AVAIL),
-            (0x30, 8, USED),
-            (0x1C, 2, 1),
-            (0x14, 1, 0xF),
-        ] {
-            assert!(p.mmio_write(bar + off, size, value, 0));
-        }
+        start_transmit_queue(&mut p, bar, &[]);
         d.mem.write(0x8000, b"hvc0 says hi").unwrap();
         d.offer(0, &[(0x8000, 12, false)]);
         assert!(p.mmio_write(bar + 0x300, 2, 1, 0));
@@ -1268,6 +1249,24 @@ mod tests {
         assert!(!p.has_interrupt(), "the line fell with the ISR read");
     }
 
+    /// Brings up the console on slot 1 with its transmit queue (queue 1) at DESC/AVAIL/USED, as a
+    /// driver does: features, FEATURES_OK, the queue, `before_enable` right after selecting it,
+    /// then DRIVER_OK.
+    fn start_transmit_queue(p: &mut Platform, bar: u64, before_enable: &[(u64, u8, u64)]) {
+        let setup = [(0x08, 4, 1), (0x0C, 4, 1), (0x14, 1, 0xB), (0x16, 2, 1)];
+        let queue = [
+            (0x18, 2, 8),
+            (0x20, 8, DESC),
+            (0x28, 8, AVAIL),
+            (0x30, 8, USED),
+            (0x1C, 2, 1),
+            (0x14, 1, 0xF),
+        ];
+        for &(off, size, value) in setup.iter().chain(before_enable).chain(&queue) {
+            assert!(p.mmio_write(bar + off, size, value, 0));
+        }
+    }
+
     /// The console on slot 1 brought up with MSI-X on: its transmit queue on vector 1, whose
     /// table entry says `address` and `data`.
     fn console_with_msix(p: &mut Platform, bar: u64, address: u64, data: u64) {
@@ -1276,24 +1275,17 @@ mod tests {
         while config_read(p, 1, cap) & 0xFF != u32::from(crate::msix::CAP_ID) {
             cap = (config_read(p, 1, cap) >> 8) as u8;
         }
-        for (off, size, value) in [
-            (0x1010, 8, address),
-            (0x1018, 4, data),
-            (0x101C, 4, 0),
-            (0x08, 4, 1),
-            (0x0C, 4, 1),
-            (0x14, 1, 0xB),
-            (0x16, 2, 1),
-            (0x1A, 2, 1),
-            (0x18, 2, 8),
-            (0x20, 8, DESC),
-            (0x28, 8, AVAIL),
-            (0x30, 8, USED),
-            (0x1C, 2, 1),
-            (0x14, 1, 0xF),
-        ] {
-            assert!(p.mmio_write(bar + off, size, value, 0));
-        }
+        // Table entry 1, then queue 1's vector.
+        start_transmit_queue(
+            p,
+            bar,
+            &[
+                (0x1010, 8, address),
+                (0x1018, 4, data),
+                (0x101C, 4, 0),
+                (0x1A, 2, 1),
+            ],
+        );
         // MSI-X Enable, bit 15 of Message Control (the capability's bytes 2 and 3).
         config_write(p, 1, cap, 0x8000_0000);
     }

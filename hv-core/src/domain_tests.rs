@@ -80,6 +80,7 @@ impl Vcpu for MockVcpu {
     fn exit_name(&self, _raw: u32) -> &'static str {
         "MOCK"
     }
+    fn set_deadline(&mut self, _deadline: u64, _now: u64) {}
     fn start_up(&mut self, vector: u8) {
         self.started_at = Some(vector);
         self.regs = Regs::default();

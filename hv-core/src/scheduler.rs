@@ -713,11 +713,13 @@ fn run_slice(
             .platform
             .next_deadline()
             .map_or(slice_end, |d| d.min(slice_end));
-        timer.arm(if smp {
+        let deadline = if smp {
             deadline.min(turn_end)
         } else {
             deadline
-        });
+        };
+        timer.arm(deadline);
+        vm.vcpu.set_deadline(deadline, now);
         let exit = vm.vcpu.run();
         let now = rdtsc();
         let traced = profile::begin(vm, &exit, now);

@@ -380,6 +380,9 @@ impl vcpu::Vcpu for SvmVcpu {
         exit::name(raw)
     }
 
+    /// SVM has no timer of its own: the host timer's interrupt ends the run.
+    fn set_deadline(&mut self, _deadline: u64, _now: u64) {}
+
     fn start_up(&mut self, vector: u8) {
         load_sipi_state(&mut self.vmcb.save, vector);
         let c = &mut self.vmcb.control;

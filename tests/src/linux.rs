@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use crate::{Artifacts, Boot, Machine, VmConfig};
 
-/// `boot` with the stock kernel, the busybox initramfs and the default config plus `hvtest=1`.
-pub fn hvtest_boot(artifacts: &Artifacts, boot: Boot) -> Boot {
-    let config = VmConfig::linux().with_extra("hvtest=1");
+/// `boot` with the stock kernel, the busybox initramfs and the default config plus `hvtest=1`,
+/// with `vcpus` vCPUs.
+pub fn hvtest_boot(artifacts: &Artifacts, boot: Boot, vcpus: u32) -> Boot {
+    let config = VmConfig {
+        vcpus,
+        ..VmConfig::linux().with_extra("hvtest=1")
+    };
     let ramdisk = config
         .ramdisk
         .clone()
@@ -18,15 +22,22 @@ pub fn hvtest_boot(artifacts: &Artifacts, boot: Boot) -> Boot {
         .config(config)
 }
 
-/// Waits for the kernel banner (within `banner`), kvm-clock's registration, the initramfs's
-/// test output (userspace within `userspace` after that, with the guest's PV EOI and
-/// steal-time registrations), the kernel's power-down and the monitor's stop line.
+/// Waits for the kernel banner (within `banner`), kvm-clock's registration, the kernel bringing
+/// up all `vcpus` CPUs, the initramfs's test output (userspace within `userspace` after that,
+/// with the guest's PV EOI and steal-time registrations), the kernel's power-down and the
+/// monitor's stop line.
 #[track_caller]
-pub fn expect_hvtest_run(machine: &Machine, banner: Duration, userspace: Duration) {
+pub fn expect_hvtest_run(machine: &Machine, vcpus: u32, banner: Duration, userspace: Duration) {
     let seconds = Duration::from_secs;
     machine.expect("Linux version", banner);
     // The guest found the paravirtual clock it was offered and uses it.
     machine.expect("kvm-clock: Using msrs 4b564d01 and 4b564d00", seconds(60));
+    let cpus = if vcpus == 1 {
+        String::from("1 CPU")
+    } else {
+        format!("{vcpus} CPUs")
+    };
+    machine.expect(&format!("smp: Brought up 1 node, {cpus}"), userspace);
     machine.expect("clocksource: Switched to clocksource kvm-clock", userspace);
     machine.expect("HVTEST: userspace up", userspace);
     machine.expect("HVTEST: uname Linux", seconds(30));

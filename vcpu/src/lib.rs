@@ -190,6 +190,9 @@ pub trait Vcpu {
     fn write_state_msr(&mut self, msr: u32, value: u64) -> Result<bool, InvalidValue>;
     /// The symbolic name of a raw vendor exit code, for counters and traces.
     fn exit_name(&self, raw: u32) -> &'static str;
+    /// Ends the next run by TSC time `deadline` (read at `now`) with a timer of the backend's
+    /// own where it has one (the VMX-preemption timer); without one the host timer does it.
+    fn set_deadline(&mut self, deadline: u64, now: u64);
     /// Puts the vCPU in the state an INIT and then a STARTUP IPI with `vector` leave an
     /// application processor in: see [`sipi`].
     fn start_up(&mut self, vector: u8);

@@ -1,7 +1,11 @@
-//! The pass-through MSRs the VMCS does not switch (KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK
-//! and, with RDTSCP, TSC_AUX). The host never uses them, so the running guest's values stay
-//! live on the CPU between entries; they are saved and reloaded only when a different vCPU's
-//! VMCS is made current.
+//! The guest state the VMCS does not switch: the pass-through MSRs (KERNEL_GS_BASE, STAR,
+//! LSTAR, CSTAR, SFMASK and, with RDTSCP, TSC_AUX) and CR2, which VM exits do not save (SDM
+//! Vol. 3C §28.3.1 lists what they save) and VM entries do not load. The host never
+//! uses them (it takes no page faults), so the running guest's values stay live on the CPU
+//! between entries; they are saved and reloaded only when a different vCPU's VMCS is made
+//! current.
+
+use core::arch::asm;
 
 use crate::features::{rdmsr, wrmsr};
 
@@ -18,6 +22,7 @@ const SWITCHED: [u32; 6] = [
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuestMsrs {
     values: [u64; 6],
+    cr2: u64,
 }
 
 impl GuestMsrs {
@@ -39,6 +44,8 @@ impl GuestMsrs {
             // SAFETY: these MSRs exist on every 64-bit CPU (TSC_AUX per the caller).
             *v = unsafe { rdmsr(msr) };
         }
+        // SAFETY: reading CR2 at CPL 0 has no side effect.
+        unsafe { asm!("mov {}, cr2", out(reg) self.cr2, options(nomem, nostack)) };
     }
 
     /// Loads this copy onto the CPU.
@@ -51,5 +58,7 @@ impl GuestMsrs {
             // SAFETY: per the caller; the host does not use these MSRs.
             unsafe { wrmsr(msr, *v) };
         }
+        // SAFETY: CR2 only reports page-fault addresses; the host takes no page faults.
+        unsafe { asm!("mov cr2, {}", in(reg) self.cr2, options(nomem, nostack)) };
     }
 }

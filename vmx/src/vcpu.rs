@@ -4,8 +4,9 @@
 //! events cut short by an exit (IDT-vectoring information, SDM Vol. 3C §28.2.4), and the
 //! `vcpu::Vcpu` implementation the exit loop drives. The exits the exit loop need not see are
 //! handled here: XSETBV, and the CR0/CR4 writes the guest/host masks make exit (`cr`). Every
-//! entry arms the VMX-preemption timer, where offered, so no guest keeps the CPU longer than
-//! `SLICE_BACKSTOP_MS` even when the host's timer interrupt does not end its slice.
+//! entry arms the VMX-preemption timer, where offered, for the deadline the exit loop set (at
+//! most `SLICE_BACKSTOP_MS` away), so a run ends on time even when the host's timer interrupt
+//! does not reach the CPU in VMX non-root operation (as under Bochs).
 //!
 //! The guest state the exit loop asks about is read once per exit into a snapshot, and what it
 //! changes is written back right before the next entry, so the trait's methods never depend on
@@ -131,6 +132,31 @@ pub struct VmxVcpu {
     /// How to drop this vCPU's linear translations after an emulated CR write: VPID-tagged
     /// ones survive VM entries (SDM Vol. 3C §29.1).
     invvpid: Option<(InvType, u16)>,
+    /// The VMX-preemption timer, when offered: it ends each run at the deadline the exit loop
+    /// sets, within the backstop.
+    timer: Option<PreemptionTimer>,
+}
+
+/// The VMX-preemption timer of one vCPU (SDM Vol. 3C §26.5.1): it counts down every 2^`shift`
+/// TSC ticks from the value VM entry finds in the VMCS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PreemptionTimer {
+    shift: u8,
+    /// The most a run lasts, as a timer value.
+    backstop: u32,
+    /// The value in the VMCS.
+    written: u32,
+    /// The value the next entry needs.
+    wanted: u32,
+}
+
+impl PreemptionTimer {
+    /// The value that ends a run starting at `now` at TSC time `deadline`: at least 1 (a 0
+    /// exits before the guest runs an instruction), at most the backstop.
+    fn value_for(&self, deadline: u64, now: u64) -> u32 {
+        let ticks = deadline.saturating_sub(now) >> self.shift;
+        ticks.clamp(1, u64::from(self.backstop)) as u32
+    }
 }
 
 type Fields<'a> = &'a [(u32, u64)];
@@ -175,6 +201,14 @@ impl VmxVcpu {
                 cr4_fixed: f.cr4_fixed,
             },
             invvpid: None,
+            timer: shared.preemption_timer.zip(f.preemption_timer_shift).map(
+                |(backstop, shift)| PreemptionTimer {
+                    shift,
+                    backstop,
+                    written: backstop,
+                    wanted: backstop,
+                },
+            ),
         };
         v.snapshot.cs_access = gs::access::CODE
             | gs::access::GRANULARITY
@@ -311,7 +345,7 @@ impl VmxVcpu {
     /// Writes what the exit loop changed since the last exit.
     fn prepare_entry(&mut self) -> Result<(), VmFail> {
         self.make_current()?;
-        let mut fields = [(0u32, 0u64); 10];
+        let mut fields = [(0u32, 0u64); 11];
         let mut n = 0;
         let mut push = |f: u32, v: u64| {
             fields[n] = (f, v);
@@ -343,6 +377,10 @@ impl VmxVcpu {
         }
         if self.pat_dirty {
             push(guest::IA32_PAT_FULL, self.pat);
+        }
+        if let Some(t) = self.timer.as_mut().filter(|t| t.wanted != t.written) {
+            t.written = t.wanted;
+            push(guest::VMX_PREEMPTION_TIMER_VALUE, u64::from(t.wanted));
         }
         if let Some(inj) = self.pending {
             let inj = inj.for_mode(self.snapshot.cr0 & CR0_PE != 0);
@@ -723,6 +761,12 @@ impl vcpu::Vcpu for VmxVcpu {
         exit::name(raw)
     }
 
+    fn set_deadline(&mut self, deadline: u64, now: u64) {
+        if let Some(t) = self.timer.as_mut() {
+            t.wanted = t.value_for(deadline, now);
+        }
+    }
+
     fn start_up(&mut self, vector: u8) {
         if let Err(e) = self.load_sipi_state(vector) {
             log::error!("vmx: cannot start the vCPU at vector {vector:#x}: {e}");
@@ -807,6 +851,19 @@ mod tests {
             "LME with paging on"
         );
         assert_eq!(new_efer(0, 0, EFER_LME), Ok(EFER_LME));
+    }
+
+    #[test]
+    fn the_preemption_timer_ends_the_run_at_the_deadline() {
+        let t = PreemptionTimer {
+            shift: 5,
+            backstop: 1000,
+            written: 1000,
+            wanted: 1000,
+        };
+        assert_eq!(t.value_for(10_000 + 3200, 10_000), 100);
+        assert_eq!(t.value_for(5, 10_000), 1, "a past deadline exits at once");
+        assert_eq!(t.value_for(u64::MAX, 0), 1000, "never past the backstop");
     }
 
     #[test]
