@@ -2,7 +2,8 @@
 //! register interface (COM1, the 8259A pair, the 8254 PIT and port 0x61, the CMOS RTC, the
 //! ACPI PM block and reset port, the local APIC over MMIO and MSRs, the I/O APIC): sequences
 //! of port, MMIO and MSR reads and writes, timer polls at increasing TSC times, interrupt
-//! acknowledgements, console input and the power button.
+//! acknowledgements, console input and the power button, on one to four vCPUs (switching the
+//! vCPU the accesses come from, and taking the INIT/STARTUP signals and NMIs IPIs leave).
 //!
 //! Invariants: no panic; reads return no bits above the access size; port accesses of a size
 //! other than 1, 2 or 4 bytes read as all ones; an MMIO address is decoded for a write exactly
@@ -55,11 +56,12 @@ fuzz_target!(|data: &[u8]| {
         tsc_hz: 10_000_000 + u64::from(input.u32()) * 2,
         ram_bytes: u64::from(input.u32()) << 4,
         epoch_secs: u64::from(input.u32()) << 2,
+        vcpus: 1 + u32::from(input.u8() % 4),
     };
     let mut p = Platform::new(&cfg);
     let mut now = u64::from(input.u16());
     while !input.is_empty() {
-        let opb = input.u8() % 12;
+        let opb = input.u8() % 13;
         eprintln!("op {opb} now {now}");
         match opb {
             0 => {
@@ -122,6 +124,13 @@ fuzz_target!(|data: &[u8]| {
                 let _ = p.push_console_input(input.u8());
             }
             10 => while p.pop_console_output().is_some() {},
+            11 => {
+                p.select_vcpu(usize::from(input.u8() % 5));
+                while let Some((vcpu, _)) = p.take_startup() {
+                    assert!(vcpu < p.vcpus(), "a signal for vCPU {vcpu} of {}", p.vcpus());
+                }
+                let _ = p.take_nmi();
+            }
             _ => {
                 p.press_power_button();
                 let _ = p.take_power_event();
