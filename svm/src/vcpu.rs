@@ -145,6 +145,10 @@ impl SvmVcpu {
     /// Follows the guest's NMI blocking through an exit at `rip`; true for the IRET intercept,
     /// which the guest resumes from at once (the IRET is not skipped: it runs at the entry).
     fn track_nmi(&mut self, code: u64, rip: u64) -> bool {
+        if !self.nmi.blocked() {
+            // No NMI in progress: IRET is not intercepted and nothing changes.
+            return false;
+        }
         let iret = code == exit::IRET;
         if iret {
             self.nmi.iret_intercepted(rip);
