@@ -123,16 +123,6 @@ impl Backend {
     }
 
     /// The guest-physical page-table format of this backend.
-    /// Whether guests with several vCPUs run correctly on this backend. On VMX under Bochs a
-    /// two-vCPU Linux guest boots both CPUs, but its user processes then see corrupted data
-    /// (glibc's AVX-512 string functions copy wrong bytes); hiding AVX-512 from the guest makes
-    /// the corruption go away, so the vector state lost is most likely the AVX-512 part of the
-    /// XSAVE/XRSTOR done when the vCPUs take turns. Until that is understood such configs are
-    /// refused on VMX.
-    pub fn runs_smp_guests(&self) -> bool {
-        matches!(self, Self::Svm(_))
-    }
-
     pub fn table_format(&self) -> Format {
         match self {
             Self::Svm(_) => Format::Npt,

@@ -53,7 +53,6 @@ struct Positions {
     ramdisk: String,
     memory: String,
     modules: String,
-    vcpus: String,
 }
 
 impl Known {
@@ -84,7 +83,6 @@ pub fn read_config(cfg: Module<'static>) -> Result<Known, String> {
             ramdisk: at(&config, "ramdisk"),
             memory: at(&config, "memory"),
             modules: at(&config, "modules"),
-            vcpus: at(&config, "vcpus"),
         },
         vm,
         life,
@@ -134,12 +132,6 @@ pub fn create(
     timer: &HostTimer,
 ) -> Result<Guest, String> {
     let vm = &known.vm;
-    if vm.vcpus > 1 && !backend.runs_smp_guests() {
-        return Err(format!(
-            "{}: vcpus = {}: guests with several vCPUs run on the SVM backend only for now",
-            known.at.vcpus, vm.vcpus
-        ));
-    }
     let kernel = module(boot, &known.at.kernel, "kernel", &vm.kernel)?;
     let ramdisk = vm
         .ramdisk

@@ -1,9 +1,9 @@
-//! Guest FPU, SSE and AVX state across domains on one CPU. The monitor itself never touches
-//! these registers (it is built soft-float), so a guest's state stays live in the CPU after an
-//! exit; only when another domain is about to run is the previous owner's state saved with XSAVE
-//! and the next one's restored with XRSTOR, together with its XCR0 (SDM Vol. 1 §13.7-13.8).
-//! A new domain starts from the initial state (an XSAVE header of zeros), never from another
-//! guest's registers.
+//! Guest FPU, SSE, AVX and AVX-512 state across vCPUs on one CPU. The monitor itself never
+//! touches these registers (it is built soft-float), so a vCPU's state stays live in the CPU
+//! after an exit; only when another vCPU (of this domain or another) is about to run is the
+//! previous owner's state saved with XSAVE and the next one's restored with XRSTOR, together
+//! with its XCR0 (SDM Vol. 1 §13.7-13.8). A new vCPU starts from the initial state (an XSAVE
+//! header of zeros), never from another guest's registers.
 //!
 //! CPUs without XSAVE are not supported (every CPU with SVM or VMX and EPT has it).
 
@@ -83,7 +83,12 @@ impl FpuState {
         }))
     }
 
-    /// Makes this state the live one on this CPU, saving the previous owner's.
+    /// Makes this state the live one on this CPU, saving the previous owner's. XSAVE and XRSTOR
+    /// run with every component the CPU supports enabled in XCR0 (and whatever the owner
+    /// enabled itself, such as PKRU), not with the owner's own XCR0: the whole state is saved
+    /// even when the live XCR0 is not the owner's at that moment (the VMX backend loads the
+    /// XCR0 of each vCPU whose VMCS it makes current, also when it starts another vCPU with a
+    /// STARTUP IPI), and is restored whole. Each state's XCR0 is loaded last.
     pub fn load(&mut self) {
         let me: *mut Saved = &mut *self.0;
         let previous = OWNER.swap(me, Ordering::Relaxed);
@@ -92,14 +97,18 @@ impl FpuState {
         }
         let next = &*self.0;
         // SAFETY: a non-null owner is a live `Saved` (`Drop` clears it), and its registers are
-        // the CPU's; XSAVE/XRSTOR get 64-byte aligned areas of the size CPUID gives.
+        // the CPU's; XSAVE/XRSTOR get 64-byte aligned areas of the size CPUID gives; XCR0 gets
+        // the supported set, a guest's own value (which its XSETBV passed) or their union.
         unsafe {
+            let all = supported_xcr0();
             if let Some(prev) = previous.as_mut() {
                 prev.xcr0 = xgetbv();
+                xsetbv(all | prev.xcr0);
                 asm!("xsave64 [{}]", in(reg) prev.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
             }
-            xsetbv(next.xcr0);
+            xsetbv(all | next.xcr0);
             asm!("xrstor64 [{}]", in(reg) next.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+            xsetbv(next.xcr0);
         }
     }
 }
