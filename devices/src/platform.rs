@@ -13,7 +13,7 @@
 //! `take_startup` for the exit loop.
 //! It is not the exit loop: callers decode instructions and inject what `take_interrupt` gives.
 
-use crate::ioapic::{DeliveryMode, IoApic};
+use crate::ioapic::{Delivery, DeliveryMode, IoApic};
 use alloc::vec::Vec;
 
 use crate::lapic::{
@@ -585,13 +585,7 @@ impl Platform {
     }
 
     fn compute_interrupts(&self) -> u64 {
-        let apics = self
-            .lapics
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.pending_vector().is_some())
-            .fold(0, |mask, (i, _)| mask | 1 << i);
-        apics | u64::from(self.extint_pending())
+        self.vcpus_where(|l| l.pending_vector().is_some()) | u64::from(self.extint_pending())
     }
 
     /// Acknowledges the interrupt the selected vCPU takes now and returns its vector. ExtINT
@@ -627,13 +621,7 @@ impl Platform {
 
     /// The vCPUs with an interrupt or an NMI ready, a bit each: those a halt ends for.
     pub fn wake_mask(&self) -> u64 {
-        let nmis = self
-            .lapics
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.has_nmi())
-            .fold(0, |mask, (i, _)| mask | 1 << i);
-        self.interrupt_mask() | nmis
+        self.interrupt_mask() | self.vcpus_where(Lapic::has_nmi)
     }
 
     /// Whether the selected vCPU may end its current interrupt without an exit (KVM's PV EOI).
@@ -773,32 +761,48 @@ impl Platform {
     /// PIC path; SMI and INIT from the I/O APIC are not modelled.
     fn route_ioapic_deliveries(&mut self) {
         while let Some(d) = self.ioapic.take_delivery() {
-            let lowest = d.mode == DeliveryMode::LowestPriority;
-            let mask = self.destinations(d.dest, d.logical, lowest);
-            let targets = self
-                .lapics
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0);
             match d.mode {
-                DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                    targets.for_each(|(_, l)| l.accept_interrupt(d.vector, d.level_triggered))
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.accept_message(&d),
+                DeliveryMode::Nmi => {
+                    let mask = self.destinations(d.dest, d.logical, false);
+                    self.lapics_in(mask).for_each(Lapic::accept_nmi);
                 }
-                DeliveryMode::Nmi => targets.for_each(|(_, l)| l.accept_nmi()),
                 _ => log::trace!("ignored I/O APIC delivery {:?}", d.vector),
             }
         }
     }
 
+    /// Hands a fixed or lowest-priority message (from the I/O APIC or an MSI) to the local
+    /// APICs its destination names.
+    fn accept_message(&mut self, d: &Delivery) {
+        let lowest = d.mode == DeliveryMode::LowestPriority;
+        let mask = self.destinations(d.dest, d.logical, lowest);
+        self.lapics_in(mask)
+            .for_each(|l| l.accept_interrupt(d.vector, d.level_triggered));
+    }
+
+    /// The vCPUs whose local APIC `f` holds for, a bit each.
+    fn vcpus_where(&self, f: impl Fn(&Lapic) -> bool) -> u64 {
+        self.lapics
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| f(l))
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// The local APICs of the vCPUs in `mask`, a bit each.
+    fn lapics_in(&mut self, mask: u64) -> impl Iterator<Item = &mut Lapic> {
+        self.lapics
+            .iter_mut()
+            .enumerate()
+            .filter(move |(i, _)| mask & (1 << i) != 0)
+            .map(|(_, l)| l)
+    }
+
     /// The vCPUs a message for `dest` reaches, a bit each; lowest-priority delivery picks one
     /// of them (the lowest numbered: every vCPU runs at the same priority here).
     fn destinations(&self, dest: u32, logical: bool, lowest: bool) -> u64 {
-        let mask = self
-            .lapics
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.matches_destination(dest, logical))
-            .fold(0u64, |mask, (i, _)| mask | 1 << i);
+        let mask = self.vcpus_where(|l| l.matches_destination(dest, logical));
         if lowest {
             mask & mask.wrapping_neg()
         } else {
@@ -819,15 +823,8 @@ impl Platform {
             return;
         };
         match d.mode {
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                let lowest = d.mode == DeliveryMode::LowestPriority;
-                let mask = self.destinations(d.dest, d.logical, lowest);
-                for (i, lapic) in self.lapics.iter_mut().enumerate() {
-                    if mask & (1 << i) != 0 {
-                        lapic.accept_interrupt(d.vector, false);
-                    }
-                }
-            }
+            // `decode` gives every message as edge-triggered.
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.accept_message(&d),
             _ => log::trace!("ignored MSI {:?} for vector {:#x}", d.mode, d.vector),
         }
     }

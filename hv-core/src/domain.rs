@@ -90,6 +90,14 @@ pub enum Activity {
     WaitForSipi,
 }
 
+impl Activity {
+    /// Whether the vCPU can run: it runs, or it halted and an interrupt or NMI is `ready` for
+    /// it (which ends its halt).
+    fn can_run(self, ready: bool) -> bool {
+        self == Self::Running || (self == Self::Halted && ready)
+    }
+}
+
 /// A vCPU that is not the current one, with its per-vCPU state.
 struct Parked<V> {
     vcpu: V,
@@ -201,12 +209,9 @@ impl<V: Vcpu> Domain<V> {
             return true;
         }
         let ready = self.platform.wake_mask();
-        let runnable = |i: usize, a: Activity| {
-            a == Activity::Running || (a == Activity::Halted && ready & (1 << i) != 0)
-        };
         let next = (1..=n)
             .map(|k| (self.cur + k) % n)
-            .find(|&i| runnable(i, self.activity[i]));
+            .find(|&i| self.activity[i].can_run(ready & (1 << i) != 0));
         match next {
             Some(i) => {
                 self.activity[i] = Activity::Running;
@@ -322,9 +327,10 @@ impl<V: Vcpu> Domain<V> {
     pub fn has_work(&mut self, now: u64) -> bool {
         self.platform.refresh(&mut self.ram, now);
         let ready = self.platform.wake_mask();
-        self.activity.iter().enumerate().any(|(i, a)| {
-            *a == Activity::Running || (*a == Activity::Halted && ready & (1 << i) != 0)
-        })
+        self.activity
+            .iter()
+            .enumerate()
+            .any(|(i, a)| a.can_run(ready & (1 << i) != 0))
     }
 
     /// Handles one exit of the current vCPU.
