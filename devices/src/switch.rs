@@ -78,13 +78,13 @@ impl Switch {
 
     /// Takes every frame the NICs of `slots` sent, and up to `UPLINK_BURST` the uplink
     /// received, and delivers each to the ports `forward` names; `domain` gives a slot's domain
-    /// ID and platform. A frame for a full inbox is dropped.
-    pub fn pump<T>(&mut self, slots: &mut [T], domain: fn(&mut T) -> (u32, &mut Platform)) {
+    /// ID and platform, or `None` while its platform is out of reach (a CPU is running it): such
+    /// a domain sends nothing now, and a frame for it is dropped, as one for a full inbox is.
+    pub fn pump<T>(&mut self, slots: &mut [T], domain: fn(&mut T) -> Option<(u32, &mut Platform)>) {
         let mut buf = [0u8; MAX_FRAME];
         let mut uplink = self.uplink.take();
         for i in 0..slots.len() {
-            loop {
-                let (id, platform) = domain(&mut slots[i]);
+            while let Some((id, platform)) = domain(&mut slots[i]) {
                 let Some((nic, len)) = platform.take_net_frame(&mut buf) else {
                     break;
                 };
@@ -157,7 +157,7 @@ impl Switch {
 /// Hands `frame` to port `to`: the uplink, or a NIC of one of `slots`.
 fn deliver<T>(
     slots: &mut [T],
-    domain: fn(&mut T) -> (u32, &mut Platform),
+    domain: fn(&mut T) -> Option<(u32, &mut Platform)>,
     uplink: &mut Option<Box<dyn Uplink>>,
     to: Port,
     frame: &[u8],
@@ -169,7 +169,7 @@ fn deliver<T>(
         return;
     }
     let target = slots.iter_mut().find_map(|s| {
-        let (id, platform) = domain(s);
+        let (id, platform) = domain(s)?;
         (id == to.domain).then_some(platform)
     });
     if let Some(platform) = target {
@@ -277,7 +277,7 @@ mod tests {
             [Port { domain: 7, nic: 0 }, Port { domain: 7, nic: 1 }]
         );
         let mut slots = [(7u32, p)];
-        sw.pump(&mut slots, |s| (s.0, &mut s.1));
+        sw.pump(&mut slots, |s| Some((s.0, &mut s.1)));
         assert_eq!(sw.frames, 0, "nothing sent");
     }
 
@@ -314,7 +314,7 @@ mod tests {
             wire.borrow_mut().0.push_back(frame(outside, outside));
         }
         let mut slots: [(u32, Platform); 0] = [];
-        sw.pump(&mut slots, |s| (s.0, &mut s.1));
+        sw.pump(&mut slots, |s| Some((s.0, &mut s.1)));
         assert_eq!(wire.borrow().0.len(), 1, "one burst taken");
         assert_eq!(sw.lookup(&outside), Some(UPLINK));
         assert!(wire.borrow().1.is_empty(), "nothing goes back out");

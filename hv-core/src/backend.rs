@@ -83,7 +83,7 @@ impl Backend {
             timer.as_deref().unwrap_or("no"),
             f.revision
         );
-        // SAFETY: detect() succeeded on this CPU, and this runs once, on the only CPU.
+        // SAFETY: detect() succeeded on this CPU, and this runs once, on the first CPU.
         match unsafe { vmx::host::enable(&f) } {
             Ok(host) => {
                 let mut shared = vmx::Shared::new(f, host);
@@ -118,6 +118,40 @@ impl Backend {
             Err(why) => {
                 log::error!("SVM unusable: {why}");
                 None
+            }
+        }
+    }
+
+    /// Enables the same hardware virtualization on another CPU of the machine, which this one
+    /// started; logs why not.
+    pub fn enable_other(&self) -> bool {
+        match self {
+            Self::Svm(_) => match svm::features::detect() {
+                Ok(_) => {
+                    let hsave = Box::leak(Box::new(Page([0; 4096])));
+                    // SAFETY: detect() succeeded on this CPU; the host save area is a leaked
+                    // page of its own.
+                    unsafe { svm::features::enable(hsave as *mut Page as u64) };
+                    true
+                }
+                Err(why) => {
+                    log::error!("SVM unusable on this CPU: {why}");
+                    false
+                }
+            },
+            Self::Vmx(shared) => {
+                let enabled = vmx::features::detect()
+                    .map_err(|e| alloc::format!("{e}"))
+                    .and_then(|f| {
+                        // SAFETY: detect() succeeded on this CPU, once, and `init_vmx` enabled VMX
+                        // on the first CPU, whose host state this is.
+                        unsafe { vmx::host::enable_other(&f, shared.host()) }
+                            .map_err(|e| alloc::format!("VMXON failed: {e}"))
+                    });
+                if let Err(why) = &enabled {
+                    log::error!("VMX unusable on this CPU: {why}");
+                }
+                enabled.is_ok()
             }
         }
     }
@@ -179,6 +213,10 @@ macro_rules! dispatch {
 impl Vcpu for AnyVcpu {
     fn run(&mut self) -> ExitInfo {
         dispatch!(self, v => v.run())
+    }
+
+    fn release(&mut self) {
+        dispatch!(self, v => v.release())
     }
 
     fn regs(&self) -> &Regs {

@@ -235,7 +235,7 @@ impl<V: Vcpu> Domain<V> {
                 .any(|(i, a)| *a == Activity::Halted && ready & (1 << i) != 0)
     }
 
-    /// Swaps vCPU `i` and its state in for the current one.
+    /// Swaps vCPU `i` and its state in for the current one, which leaves the physical CPU.
     fn switch_to(&mut self, i: usize) {
         if i == self.cur {
             return;
@@ -243,6 +243,7 @@ impl<V: Vcpu> Domain<V> {
         let Some(mut p) = self.parked.get_mut(i).and_then(Option::take) else {
             return;
         };
+        self.vcpu.release();
         core::mem::swap(&mut self.vcpu, &mut p.vcpu);
         core::mem::swap(&mut self.cpuid_table, &mut p.cpuid_table);
         core::mem::swap(&mut self.msrs, &mut p.msrs);

@@ -29,6 +29,7 @@ impl Vcpu for MockVcpu {
     fn run(&mut self) -> ExitInfo {
         unreachable!("the tests call handle() directly")
     }
+    fn release(&mut self) {}
     fn regs(&self) -> &Regs {
         &self.regs
     }

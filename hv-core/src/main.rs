@@ -1,7 +1,8 @@
 //! The monitor binary: from the boot loader's hand-over to running domains. It reads the boot
 //! information, brings up the host (serial log, IDT, heap, host timer), picks the hardware
 //! backend from CPUID, reads every `.cfg` module, and hands over to the scheduler, which starts
-//! the configs marked `autostart` and serves the management console on the serial line.
+//! the configs marked `autostart`, has the other CPUs brought up, and serves the management
+//! console on the serial line.
 //!
 //! The host-testable logic (configs, loaders, devices, the exit loop) lives in the library;
 //! this file only wires it to the hardware.
@@ -19,7 +20,7 @@ mod profile;
 mod scheduler;
 mod uplink;
 
-use bare::{bootinfo, cpu, heap, idt, serial, timer::HostTimer};
+use bare::{bootinfo, cpu, heap, idt, lapic, serial, smp, timer::HostTimer};
 use hv_core::modules;
 
 /// The monitor's heap: page tables, VMCBs, device state and the domains' bookkeeping.
@@ -63,9 +64,28 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     profile::init(boot.cmdline, timer.tsc_hz, &backend);
     phy::probe(timer.tsc_hz);
     let known = read_configs(&boot);
-    scheduler::run(scheduler::Monitor::new(
-        backend, boot, timer, known, HEAP_SIZE,
-    ))
+    let monitor = scheduler::Monitor::new(backend, boot, timer, known, HEAP_SIZE);
+    scheduler::run(monitor, |tsc_hz| {
+        let ids = smp::cpus();
+        smp::start_others(&ids, other_cpu, tsc_hz)
+            .into_iter()
+            .map(|index| scheduler::CpuId {
+                index,
+                apic_id: ids[index],
+            })
+            .collect()
+    })
+}
+
+/// Where every CPU but the first starts (`smp::start_others`): its IDT, XSAVE and hardware
+/// virtualization, then its timer and the scheduler's loop.
+fn other_cpu(index: usize) -> ! {
+    idt::load();
+    smp::report(bare::fpu::init() && scheduler::enable_this_cpu());
+    scheduler::run_other(scheduler::CpuId {
+        index,
+        apic_id: lapic::id(),
+    })
 }
 
 /// Reads every `.cfg` module, in order; a broken one or one reusing a name is reported and left

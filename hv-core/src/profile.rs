@@ -25,10 +25,12 @@ use hv_core::stats::Summary;
 use hv_core::trace::{self, event, Control, ExitTrace, Record, Ring};
 use vcpu::{ExitInfo, Vcpu};
 
-/// Records kept per physical CPU.
+/// Records the ring keeps, the latest of every CPU.
 const RING_RECORDS: usize = 1024;
-/// The physical CPU the monitor runs on (it uses one).
-const CPU: u32 = 0;
+/// The physical CPU this runs on, for the records.
+fn cpu() -> u32 {
+    crate::bare::smp::this_cpu()
+}
 
 static CONTROL: Control = Control::new();
 static COUNTERS: AtomicBool = AtomicBool::new(true);
@@ -70,11 +72,11 @@ pub fn init(cmdline: &str, tsc_hz: u64, backend: &Backend) {
         Backend::Svm(_) => trace::VENDOR_SVM,
         Backend::Vmx(_) => trace::VENDOR_VMX,
     };
-    emit(Record::tsc_hz(CPU, rdtsc(), tsc_hz, vendor));
+    emit(Record::tsc_hz(cpu(), rdtsc(), tsc_hz, vendor));
 }
 
 /// Applies the console's `trace` command and says what tracing does now. Turning it on
-/// streams to COM2 when the machine has that UART, and always keeps the per-CPU ring.
+/// streams to COM2 when the machine has that UART, and always keeps the ring.
 pub fn set_trace(setting: TraceSetting) -> alloc::string::String {
     match setting {
         TraceSetting::Show => {}
@@ -140,7 +142,7 @@ pub fn end(vm: &mut Vm, exit: &ExitTrace, done: u64) {
     if CONTROL.wants(vm.id, event::VMEXIT) {
         name_domain(vm);
         name_exit(vm, exit.raw);
-        emit(Record::vmexit(CPU, exit, cost));
+        emit(Record::vmexit(cpu(), exit, cost));
     }
 }
 
@@ -155,7 +157,12 @@ fn name_exit(vm: &Vm, raw: u32) {
         EXITS_NAMED[b / 64].fetch_or(mask, Ordering::Relaxed) & mask == 0
     });
     if first && CONTROL.wants(vm.id, event::EXIT_NAME) {
-        emit(Record::exit_name(CPU, rdtsc(), raw, vm.vcpu.exit_name(raw)));
+        emit(Record::exit_name(
+            cpu(),
+            rdtsc(),
+            raw,
+            vm.vcpu.exit_name(raw),
+        ));
     }
 }
 
@@ -164,7 +171,7 @@ fn name_domain(vm: &Vm) {
     if NAMED.load(Ordering::Relaxed) & bit == 0 || bit == 0 {
         NAMED.fetch_or(bit, Ordering::Relaxed);
         if CONTROL.wants(vm.id, event::DOMAIN_NAME) {
-            emit(Record::domain_name(CPU, rdtsc(), vm.id, &vm.name));
+            emit(Record::domain_name(cpu(), rdtsc(), vm.id, &vm.name));
         }
     }
 }

@@ -1,31 +1,40 @@
-//! The monitor's run loop on its one CPU: domains share it by weighted fair credit
-//! (`hv_core::sched`), each running for at most one slice ended by the host LAPIC timer; a halted
-//! domain blocks until an interrupt is due for it, and when nothing may run the CPU sleeps until
-//! the earliest device deadline. Between slices it serves the management console on the serial
+//! The monitor's run loop, one on each of its CPUs: domains share the CPUs by weighted fair
+//! credit (`hv_core::sched`), a domain running on one CPU at a time for at most one slice, ended
+//! by that CPU's host LAPIC timer; a halted domain blocks until an interrupt is due for it, and a
+//! CPU with nothing to run sleeps until the earliest device deadline or until another CPU wakes
+//! it. The monitor's state (`Monitor`) is shared under one lock, taken between slices only: a
+//! CPU takes a domain's core (`Core`) out of it to run a slice without the lock, and puts it back
+//! after. On the first CPU, between slices, it also serves the management console on the serial
 //! line: the `hv> ` prompt and its commands, or the console of one guest (Ctrl-] returns to the
 //! prompt). Every guest's console output is kept in a ring of its own and shown only while that
 //! guest is attached. It also carries out the lifecycle: create, destroy, and what a config's
 //! `on_poweroff`/`on_reboot`/`on_crash` say when a guest stops.
 //!
 //! It is not the accounting (`hv_core::sched`), the line discipline, the commands or the
-//! tables (`hv_core::console`), or the building of a domain (`launch`).
+//! tables (`hv_core::console`), the building of a domain (`launch`), or the bringing up of the
+//! CPUs (`bare::smp`).
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::backend::Backend;
 use crate::bare::bootinfo::BootInfo;
 use crate::bare::cpu::{self, rdtsc};
 use crate::bare::fpu::FpuState;
+use crate::bare::idt::WAKE_VECTOR;
+use crate::bare::lapic;
 use crate::bare::serial::{self, CONSOLE};
+use crate::bare::smp::MAX_CPUS;
 use crate::bare::timer::HostTimer;
 use crate::launch::{self, Guest, Known, Vm};
 use crate::profile;
 use devices::switch::Switch;
-use hv_core::config::Action;
+use hv_core::config::{Action, Lifecycle};
 use hv_core::console::command::{self, Command, Target, HELP};
 use hv_core::console::line::LineEditor;
 use hv_core::console::ring::{Ring, GUEST_RING_BYTES};
@@ -39,29 +48,83 @@ use vcpu::Vcpu;
 const REPLAY_BYTES: usize = 2048;
 const CTRL_C: u8 = 0x03;
 
+/// The monitor's state, shared by its CPUs; `None` until the first CPU has set it up.
+static MONITOR: spin::Mutex<Option<Monitor>> = spin::Mutex::new(None);
+/// The domain whose console output goes to the serial line as it comes (0: none). Changed and
+/// read under the console lock, so that attaching replays a guest's ring and then shows what
+/// follows, with nothing lost or doubled in between.
+static SHOWN: AtomicU32 = AtomicU32::new(0);
+/// Per CPU: end the slice you are running now (another CPU needs the domain).
+static KICK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+type GuestRing = spin::Mutex<Ring<GUEST_RING_BYTES>>;
+
+/// What a CPU needs to run a domain's slice, taken out of its slot meanwhile.
+struct Core {
+    guest: Guest,
+    /// Each vCPU's FPU/SSE/AVX registers while it is not running.
+    fpus: Vec<FpuState>,
+    ring: Arc<GuestRing>,
+}
+
 /// One domain, live or preserved after it stopped.
 struct Slot {
-    guest: Guest,
+    id: u32,
+    name: String,
+    memory_mib: u64,
+    /// The config it was created from (by index into the known configs).
+    config: usize,
+    life: Lifecycle,
+    /// Its core, or the CPU running it (by index) while it is away.
+    core: Result<Box<Core>, usize>,
     /// The ASIDs or VPIDs of its vCPUs, unique among the slots.
     tags: Vec<u32>,
-    ring: Box<Ring<GUEST_RING_BYTES>>,
+    ring: Arc<GuestRing>,
     input: InputQueue,
     /// TSC ticks it has run.
     cpu_ticks: u64,
     /// Set when it stopped and its config said `preserve`.
     stopped: Option<StopReason>,
-    /// Each vCPU's FPU/SSE/AVX registers while another one runs.
-    fpus: Vec<FpuState>,
+    /// The power button was pressed while a CPU ran it: pressed when it comes back.
+    press_button: bool,
 }
 
 impl Slot {
     fn id(&self) -> u32 {
-        self.guest.vm.id
+        self.id
     }
 
     fn name(&self) -> &str {
-        &self.guest.vm.name
+        &self.name
     }
+
+    fn home(&mut self) -> Option<&mut Core> {
+        self.core.as_mut().ok().map(|c| &mut **c)
+    }
+}
+
+/// A domain taken out of the monitor's state to run one slice on a CPU.
+struct Job {
+    id: u32,
+    core: Box<Core>,
+    until: u64,
+    /// Ticks it had waited in all, for its steal-time clock.
+    waited: u64,
+}
+
+/// What came of a job.
+struct Done {
+    job: Job,
+    next: Option<Next>,
+    start: u64,
+    end: u64,
+}
+
+/// One of the monitor's CPUs.
+#[derive(Clone, Copy)]
+pub struct CpuId {
+    pub index: usize,
+    pub apic_id: u8,
 }
 
 /// Who has the serial line.
@@ -90,7 +153,13 @@ pub struct Monitor {
     timer: HostTimer,
     known: Vec<Known>,
     slots: Vec<Slot>,
+    /// Domains destroyed while a CPU ran them: freed when they come back.
+    dying: Vec<(Slot, Option<usize>)>,
     sched: Sched,
+    /// The CPUs running domains; the first is this one.
+    cpus: Vec<CpuId>,
+    /// The CPUs (by index) asleep with nothing to run.
+    idle: u64,
     next_id: u32,
     mode: Mode,
     editor: LineEditor,
@@ -106,6 +175,11 @@ pub struct Monitor {
     switch: Switch,
 }
 
+// SAFETY: the monitor's state is only reached through `MONITOR`'s lock, and a domain's core,
+// while taken out of it, only by the one CPU running it; nothing in it is tied to a CPU (each
+// vCPU leaves its CPU with `release` at the end of its turn).
+unsafe impl Send for Monitor {}
+
 impl Monitor {
     pub fn new(
         backend: Backend,
@@ -116,12 +190,18 @@ impl Monitor {
     ) -> Self {
         let now = rdtsc();
         Self {
-            sched: Sched::new(timer.tsc_hz, now),
+            sched: Sched::new(timer.tsc_hz, now, 1),
             backend,
             boot,
             timer,
             known,
             slots: Vec::new(),
+            dying: Vec::new(),
+            cpus: alloc::vec![CpuId {
+                index: 0,
+                apic_id: lapic::id(),
+            }],
+            idle: 0,
             next_id: 1,
             mode: Mode::Prompt,
             editor: LineEditor::new(),
@@ -143,62 +223,283 @@ macro_rules! say {
     ($($t:tt)*) => { say(format_args!($($t)*)) };
 }
 
-/// Starts the configs marked `autostart`, attaches the console to the first, and runs forever.
-pub fn run(mut m: Monitor) -> ! {
-    for i in 0..m.known.len() {
-        if m.known[i].life.autostart {
-            if let Some(id) = m.start(i) {
-                if m.mode == Mode::Prompt {
-                    m.mode = Mode::Attached(id);
-                }
-            }
-        }
-    }
-    log::info!(
-        "{} domain(s) started, heap {} KiB used; Ctrl-] gives the monitor prompt",
-        m.slots.len(),
-        crate::bare::heap::used() >> 10
-    );
-    if m.mode == Mode::Prompt {
-        say!("{PROMPT}");
-    }
+/// Runs `f` on the monitor's state.
+fn with_monitor<R>(f: impl FnOnce(&mut Monitor) -> R) -> R {
+    let mut guard = MONITOR.lock();
+    let m = guard
+        .as_mut()
+        .expect("the monitor's state is set before any CPU runs domains");
+    f(m)
+}
+
+/// Brings up the other CPUs with `up` (which returns those ready to run domains), starts the
+/// configs marked `autostart`, attaches the console to the first, and runs this CPU, the first,
+/// forever.
+pub fn run(mut m: Monitor, up: impl FnOnce(u64) -> Vec<CpuId>) -> ! {
     if let Some(uplink) = crate::uplink::probe(m.timer.tsc_hz) {
         m.switch.set_uplink(uplink);
     }
+    let tsc_hz = m.timer.tsc_hz;
+    *MONITOR.lock() = Some(m);
+    let others = up(tsc_hz);
+    with_monitor(|m| {
+        m.cpus.extend(others);
+        m.sched = Sched::new(tsc_hz, rdtsc(), m.cpus.len() as u32);
+        log::info!("running domains on {} CPU(s)", m.cpus.len());
+        m.autostart();
+    });
+    GO.store(true, Ordering::Release);
+    let first = CpuId {
+        index: 0,
+        apic_id: lapic::id(),
+    };
+    let timer = with_monitor(|m| m.timer.for_this_cpu());
+    cpu_loop(first, &timer)
+}
+
+/// Set once every CPU is up and the scheduler knows them all.
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// Enables hardware virtualization on this CPU, another than the first.
+pub fn enable_this_cpu() -> bool {
+    with_monitor(|m| m.backend.enable_other())
+}
+
+/// Runs this CPU, another than the first, once all are up.
+pub fn run_other(cpu: CpuId) -> ! {
+    let timer = with_monitor(|m| m.timer.for_this_cpu());
+    while !GO.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    cpu_loop(cpu, &timer)
+}
+
+/// The CPU that owns the serial console.
+const CONSOLE_CPU: usize = 0;
+
+/// What a CPU does between slices, under the lock.
+enum Step {
+    Run(Job),
+    Sleep(u64),
+    Halt,
+}
+
+/// One CPU's loop: between slices, under the lock, the console (on the first CPU), the switch,
+/// wake-ups and the choice of a domain; the slice itself without it.
+pub fn cpu_loop(cpu: CpuId, timer: &HostTimer) -> ! {
     loop {
-        let now = rdtsc();
-        m.poll_input(now);
-        // Frames from the uplink come in even while every guest sleeps.
-        m.switch
-            .pump(&mut m.slots, |s| (s.guest.vm.id, &mut s.guest.vm.platform));
-        m.refresh_top(now);
-        m.wake(now);
-        if m.slots.is_empty() && m.known.iter().all(|k| k.life.autostart) {
-            log::info!("no domains left, halting");
-            cpu::halt_forever();
-        }
-        match m.sched.pick(rdtsc()) {
-            Pick::Run { id, until } => m.run_one(id, until),
-            Pick::Idle { until } => m.sleep(until),
+        let step = with_monitor(|m| m.next_step(cpu));
+        match step {
+            Step::Run(job) => {
+                let done = run_job(job, cpu, timer);
+                with_monitor(|m| m.finish(done));
+            }
+            Step::Sleep(until) => {
+                let now = rdtsc();
+                if until > now {
+                    timer.arm(until);
+                    cpu::wait_for_interrupt();
+                }
+                let slept = rdtsc().wrapping_sub(now);
+                with_monitor(|m| {
+                    m.idle &= !(1 << cpu.index);
+                    m.idle_ticks += slept;
+                });
+            }
+            Step::Halt => {
+                if cpu.index == CONSOLE_CPU {
+                    log::info!("no domains left, halting");
+                }
+                cpu::halt_forever()
+            }
         }
     }
 }
 
+/// Runs one slice of a job's domain on this CPU.
+fn run_job(mut job: Job, cpu: CpuId, timer: &HostTimer) -> Done {
+    let core = &mut *job.core;
+    core.guest.vm.account_steal(job.waited);
+    let start = rdtsc();
+    let next = run_slice(
+        &mut core.guest.vm,
+        &mut core.fpus,
+        &core.ring,
+        timer,
+        job.until,
+        &KICK[cpu.index],
+    );
+    Done {
+        job,
+        next,
+        start,
+        end: rdtsc(),
+    }
+}
+
 impl Monitor {
+    /// Starts the configs marked `autostart` and attaches the console to the first.
+    fn autostart(&mut self) {
+        for i in 0..self.known.len() {
+            if self.known[i].life.autostart {
+                if let Some(id) = self.start(i) {
+                    if self.mode == Mode::Prompt {
+                        self.set_mode(Mode::Attached(id));
+                    }
+                }
+            }
+        }
+        log::info!(
+            "{} domain(s) started, heap {} KiB used; Ctrl-] gives the monitor prompt",
+            self.slots.len(),
+            crate::bare::heap::used() >> 10
+        );
+        if self.mode == Mode::Prompt {
+            say!("{PROMPT}");
+        }
+    }
+
+    /// The CPUs running domains, as a mask of their numbers.
+    fn cpu_mask(&self) -> u64 {
+        self.cpus.iter().fold(0, |m, c| m | 1 << c.index)
+    }
+
     fn find(&self, id: u32) -> Option<usize> {
         self.slots.iter().position(|s| s.id() == id)
     }
 
-    fn shows(&self, id: u32) -> bool {
-        matches!(self.mode, Mode::Attached(a) | Mode::Waiting(a) if a == id)
+    /// Changes who has the serial line, and whose output it shows as it comes.
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        let shown = match mode {
+            Mode::Attached(id) | Mode::Waiting(id) => id,
+            _ => 0,
+        };
+        let _c = CONSOLE.lock();
+        SHOWN.store(shown, Ordering::Relaxed);
+    }
+
+    /// What CPU `cpu` does next.
+    fn next_step(&mut self, cpu: CpuId) -> Step {
+        let now = rdtsc();
+        if cpu.index == CONSOLE_CPU {
+            self.poll_input(now);
+            self.refresh_top(now);
+        }
+        // Frames from the uplink come in even while every guest sleeps.
+        self.pump();
+        self.wake(now);
+        if self.slots.is_empty()
+            && self.dying.is_empty()
+            && self.known.iter().all(|k| k.life.autostart)
+        {
+            return Step::Halt;
+        }
+        match self.sched.pick(rdtsc(), cpu.index) {
+            Pick::Run { id, until } => match self.take(id, cpu, until) {
+                Some(job) => Step::Run(job),
+                None => Step::Sleep(now),
+            },
+            Pick::Idle { until } => {
+                self.idle |= 1 << cpu.index;
+                Step::Sleep(self.wake_time(until))
+            }
+        }
+    }
+
+    /// Takes domain `id`'s core out to run on `cpu` until `until`.
+    fn take(&mut self, id: u32, cpu: CpuId, until: u64) -> Option<Job> {
+        let Some(i) = self.find(id) else {
+            self.sched.remove(id);
+            return None;
+        };
+        let waited = self.sched.waited(id);
+        let slot = &mut self.slots[i];
+        let core = core::mem::replace(&mut slot.core, Err(cpu.index)).ok()?;
+        KICK[cpu.index].store(false, Ordering::Relaxed);
+        Some(Job {
+            id,
+            core,
+            until,
+            waited,
+        })
+    }
+
+    /// Puts a job's domain back and carries out what came of its slice.
+    fn finish(&mut self, done: Done) {
+        let Done {
+            job,
+            next,
+            start,
+            end,
+        } = done;
+        let ran = end.wrapping_sub(start);
+        self.guest_ticks += ran;
+        self.sched.charge(job.id, ran, end);
+        let Some(i) = self.find(job.id) else {
+            return self.bury(job);
+        };
+        let s = &mut self.slots[i];
+        s.core = Ok(job.core);
+        s.cpu_ticks += ran;
+        if core::mem::take(&mut s.press_button) {
+            self.press_button(i);
+        }
+        // Frames the domain sent reach the other domains' NICs (and wake them).
+        self.pump();
+        match next {
+            Some(Next::Halt) => self.sched.set_blocked(job.id, true, end),
+            Some(Next::Stop(reason)) => self.stopped(i, reason),
+            _ => {}
+        }
+    }
+
+    /// Frees a domain destroyed while its job ran, and restarts it if that was a reboot.
+    fn bury(&mut self, job: Job) {
+        let Some(d) = self.dying.iter().position(|(s, _)| s.id == job.id) else {
+            return job.core.guest.destroy(&mut self.boot.frames);
+        };
+        let (_, restart) = self.dying.remove(d);
+        job.core.guest.destroy(&mut self.boot.frames);
+        if let Some(config) = restart {
+            self.start(config);
+        }
+    }
+
+    /// The domains whose cores are here, as the switch wants them.
+    fn pump(&mut self) {
+        self.switch.pump(&mut self.slots, |s| {
+            let id = s.id;
+            s.home().map(|c| (id, &mut c.guest.vm.platform))
+        });
+    }
+
+    /// Wakes the CPUs asleep with nothing to run: a domain may have become runnable.
+    fn wake_idle_cpus(&mut self) {
+        for c in &self.cpus {
+            if self.idle & (1 << c.index) != 0 {
+                lapic::send_fixed(c.apic_id, WAKE_VECTOR);
+            }
+        }
     }
 
     /// Creates a domain from known config `index`; logs why not on failure.
     fn start(&mut self, index: usize) -> Option<u32> {
         let id = self.next_id;
         let known = &self.known[index];
+        let cpus = known.life.cpus & self.cpu_mask();
+        if cpus == 0 {
+            log::error!(
+                "{}: 'cpus' names none of the monitor's {} CPU(s) (0-{})",
+                known.file,
+                self.cpus.len(),
+                self.cpus.len() - 1
+            );
+            return None;
+        }
         let tags: Vec<u32> = (1..)
             .filter(|t| self.slots.iter().all(|s| !s.tags.contains(t)))
+            .filter(|t| self.dying.iter().all(|(s, _)| !s.tags.contains(t)))
             .take(known.vm.vcpus as usize)
             .collect();
         match launch::create(
@@ -211,18 +512,33 @@ impl Monitor {
             Ok(guest) => {
                 self.next_id += 1;
                 self.sched.add(id, guest.life.cpu_weight, guest.life.cap);
-                self.slots.push(Slot {
-                    guest,
-                    fpus: tags.iter().map(|_| FpuState::new()).collect(),
+                self.sched.set_affinity(id, cpus);
+                let ring = Arc::new(spin::Mutex::new(Ring::new()));
+                let slot = Slot {
+                    id,
+                    name: guest.vm.name.clone(),
+                    memory_mib: guest.memory_mib,
+                    config: guest.config,
+                    life: guest.life,
                     tags,
-                    ring: Box::new(Ring::new()),
+                    ring,
                     input: InputQueue::new(),
                     cpu_ticks: 0,
                     stopped: None,
+                    press_button: false,
+                    core: Err(0),
+                };
+                let core = Core {
+                    fpus: slot.tags.iter().map(|_| FpuState::new()).collect(),
+                    ring: slot.ring.clone(),
+                    guest,
+                };
+                self.switch.connect(id, &core.guest.vm.platform);
+                self.slots.push(Slot {
+                    core: Ok(Box::new(core)),
+                    ..slot
                 });
-                if let Some(slot) = self.slots.last() {
-                    self.switch.connect(id, &slot.guest.vm.platform);
-                }
+                self.wake_idle_cpus();
                 Some(id)
             }
             Err(e) => {
@@ -232,56 +548,45 @@ impl Monitor {
         }
     }
 
-    /// Frees slot `i`.
-    fn destroy(&mut self, i: usize) {
+    /// Frees slot `i`, then, for a reboot, starts its config again; when a CPU runs it, that CPU
+    /// is asked to end its slice and both happen when the domain comes back.
+    fn destroy(&mut self, i: usize, restart: bool) {
         let slot = self.slots.remove(i);
+        let config = slot.config;
         self.sched.remove(slot.id());
         self.switch.detach_domain(slot.id());
-        slot.guest.destroy(&mut self.boot.frames);
+        match slot.core {
+            Ok(core) => {
+                core.guest.destroy(&mut self.boot.frames);
+                if restart {
+                    self.start(config);
+                }
+            }
+            Err(cpu) => {
+                self.kick(cpu);
+                self.dying.push((slot, restart.then_some(config)));
+            }
+        }
     }
 
-    fn run_one(&mut self, id: u32, until: u64) {
-        let Some(i) = self.find(id) else {
-            self.sched.remove(id);
-            return;
-        };
-        let show = self.shows(id);
-        let s = &mut self.slots[i];
-        s.guest.vm.account_steal(self.sched.waited(id));
-        let start = rdtsc();
-        let next = run_slice(
-            &mut s.guest.vm,
-            &mut s.fpus,
-            &mut s.ring,
-            show,
-            &self.timer,
-            until,
-        );
-        let end = rdtsc();
-        let ran = end.wrapping_sub(start);
-        s.cpu_ticks += ran;
-        self.guest_ticks += ran;
-        self.sched.charge(id, ran, end);
-        // Frames the domain sent reach the other domains' NICs (and wake them).
-        self.switch.pump(&mut self.slots, |s| {
-            (s.guest.vm.id, &mut s.guest.vm.platform)
-        });
-        match next {
-            Some(Next::Halt) => self.sched.set_blocked(id, true, end),
-            Some(Next::Stop(reason)) => self.stopped(i, reason),
-            _ => {}
+    /// Asks CPU `index` to end the slice it runs.
+    fn kick(&self, index: usize) {
+        KICK[index].store(true, Ordering::Relaxed);
+        if let Some(c) = self.cpus.iter().find(|c| c.index == index) {
+            lapic::send_fixed(c.apic_id, WAKE_VECTOR);
         }
     }
 
     /// Carries out the config's action for the way domain `i` stopped.
     fn stopped(&mut self, i: usize, reason: StopReason) {
         let s = &mut self.slots[i];
-        let show = self.mode == Mode::Attached(s.id()) || self.mode == Mode::Waiting(s.id());
-        relay_console(&mut s.guest.vm, &mut s.ring, show);
-        log::info!("domain {} (id {}): {reason}", s.name(), s.id());
-        profile::dump(&s.guest.vm, &reason);
-        let life = s.guest.life;
-        let (id, config) = (s.id(), s.guest.config);
+        let (id, config) = (s.id(), s.config);
+        let Ok(core) = &mut s.core else { return };
+        relay_console(&mut core.guest.vm, &core.ring);
+        log::info!("domain {} (id {id}): {reason}", s.name);
+        profile::dump(&core.guest.vm, &reason);
+        let life = s.life;
+        let show = self.mode == Mode::Attached(id) || self.mode == Mode::Waiting(id);
         let action = match reason {
             StopReason::PowerOff => life.on_poweroff,
             StopReason::Reset => life.on_reboot,
@@ -289,15 +594,10 @@ impl Monitor {
         };
         self.sched.remove(id);
         match action {
-            Action::Destroy => self.destroy(i),
+            Action::Destroy => self.destroy(i, false),
             Action::Restart => {
-                self.destroy(i);
-                if let Some(new) = self.start(config) {
-                    log::info!(
-                        "domain {} restarted as id {new}",
-                        self.known[config].vm.name
-                    );
-                }
+                self.destroy(i, true);
+                log::info!("domain {} restarting", self.known[config].vm.name);
             }
             Action::Preserve => self.slots[i].stopped = Some(reason),
         }
@@ -307,7 +607,7 @@ impl Monitor {
     }
 
     fn give_prompt(&mut self) {
-        self.mode = Mode::Prompt;
+        self.set_mode(Mode::Prompt);
         self.editor.clear();
         CONSOLE.lock().start_line();
         say!("{PROMPT}");
@@ -315,37 +615,38 @@ impl Monitor {
 
     /// Moves queued console input into guests and unblocks the guests that have work.
     fn wake(&mut self, now: u64) {
+        let mut woke = false;
         for s in &mut self.slots {
             if s.stopped.is_some() {
                 continue;
             }
-            let id = s.guest.vm.id;
+            let id = s.id;
+            let Ok(core) = &mut s.core else { continue };
             while let Some(b) = s.input.peek() {
-                if !s.guest.vm.platform.push_console_input(b) {
+                if !core.guest.vm.platform.push_console_input(b) {
                     break;
                 }
                 s.input.pop();
             }
-            if self.sched.is_blocked(id) && s.guest.vm.has_work(now) {
+            if self.sched.is_blocked(id) && core.guest.vm.has_work(now) {
                 self.sched.set_blocked(id, false, now);
+                woke = true;
             }
+        }
+        if woke {
+            self.wake_idle_cpus();
         }
     }
 
-    /// Sleeps until `until` or the earliest device deadline of a blocked domain.
-    fn sleep(&mut self, until: u64) {
-        let now = rdtsc();
-        let wake = self
-            .slots
+    /// When a CPU with nothing to run wakes: at `until`, or at the earliest device deadline of
+    /// a blocked domain.
+    fn wake_time(&self, until: u64) -> u64 {
+        self.slots
             .iter()
             .filter(|s| s.stopped.is_none())
-            .filter_map(|s| s.guest.vm.platform.next_deadline())
-            .fold(until, u64::min);
-        if wake > now {
-            self.timer.arm(wake);
-            cpu::wait_for_interrupt();
-            self.idle_ticks += rdtsc().wrapping_sub(now);
-        }
+            .filter_map(|s| s.core.as_ref().ok())
+            .filter_map(|c| c.guest.vm.platform.next_deadline())
+            .fold(until, u64::min)
     }
 
     fn poll_input(&mut self, now: u64) {
@@ -425,7 +726,7 @@ impl Monitor {
             Command::Destroy(t) => {
                 if let Some(i) = self.target(&t) {
                     let (name, id) = (String::from(self.slots[i].name()), self.slots[i].id());
-                    self.destroy(i);
+                    self.destroy(i, false);
                     log::info!("domain {name} (id {id}): destroyed");
                 }
             }
@@ -433,13 +734,9 @@ impl Monitor {
             Command::Unpause(t) => self.set_paused(&t, false),
             Command::Reboot(t) => {
                 if let Some(i) = self.target(&t) {
-                    let (name, id, config) = {
-                        let s = &self.slots[i];
-                        (String::from(s.name()), s.id(), s.guest.config)
-                    };
-                    self.destroy(i);
+                    let (name, id) = (String::from(self.slots[i].name()), self.slots[i].id());
                     log::info!("domain {name} (id {id}): destroyed for reboot");
-                    self.start(config);
+                    self.destroy(i, true);
                 }
             }
             Command::Top {
@@ -454,7 +751,7 @@ impl Monitor {
                     next: now,
                 };
                 self.top_sample = (now, self.samples());
-                self.mode = Mode::Top(t);
+                self.set_mode(Mode::Top(t));
                 self.refresh_top(now);
             }
         }
@@ -463,6 +760,9 @@ impl Monitor {
     fn set_paused(&mut self, t: &Target, paused: bool) {
         if let Some(i) = self.target(t) {
             self.sched.set_paused(self.slots[i].id(), paused, rdtsc());
+            if !paused {
+                self.wake_idle_cpus();
+            }
         }
     }
 
@@ -488,25 +788,45 @@ impl Monitor {
         if s.stopped.is_some() {
             return say!("domain {} (id {}) is not running\n", s.name(), s.id());
         }
+        let id = s.id();
         {
             let c = CONSOLE.lock();
-            s.ring.replay(REPLAY_BYTES, &mut |b| c.write_byte(b));
+            s.ring.lock().replay(REPLAY_BYTES, &mut |b| c.write_byte(b));
+            SHOWN.store(id, Ordering::Relaxed);
         }
-        self.mode = Mode::Attached(s.id());
+        self.mode = Mode::Attached(id);
     }
 
     fn shutdown(&mut self, t: &Target, wait: bool) {
         let Some(i) = self.target(t) else { return };
-        let s = &mut self.slots[i];
+        let s = &self.slots[i];
         if s.stopped.is_some() {
             return say!("domain {} (id {}) is not running\n", s.name(), s.id());
         }
         let id = s.id();
-        s.guest.vm.platform.press_power_button();
-        self.sched.set_blocked(id, false, rdtsc());
+        self.press_button(i);
         if wait {
             say!("Waiting for 1 domains\n");
-            self.mode = Mode::Waiting(id);
+            self.set_mode(Mode::Waiting(id));
+        }
+    }
+
+    /// Presses domain `i`'s power button: now when its core is here, otherwise when it comes
+    /// back (its CPU is asked to end the slice).
+    fn press_button(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        let id = s.id;
+        match &mut s.core {
+            Ok(core) => {
+                core.guest.vm.platform.press_power_button();
+                self.sched.set_blocked(id, false, rdtsc());
+                self.wake_idle_cpus();
+            }
+            Err(cpu) => {
+                s.press_button = true;
+                let cpu = *cpu;
+                self.kick(cpu);
+            }
         }
     }
 
@@ -531,16 +851,16 @@ impl Monitor {
         }
     }
 
-    /// The monitor itself as a row: its heap, its one CPU, the time it spent neither idle nor
+    /// The monitor itself as a row: its heap, its CPUs, the time they spent neither idle nor
     /// in a guest.
     fn dom0_row(&self) -> Row<'static> {
-        let elapsed = rdtsc().wrapping_sub(self.boot_tsc);
+        let elapsed = rdtsc().wrapping_sub(self.boot_tsc) * self.cpus.len() as u64;
         let busy = elapsed.saturating_sub(self.idle_ticks + self.guest_ticks);
         Row {
             name: "Domain-0",
             id: 0,
             mem_kib: self.own_bytes >> 10,
-            vcpus: 1,
+            vcpus: self.cpus.len() as u32,
             state: State {
                 running: true,
                 ..State::default()
@@ -553,7 +873,7 @@ impl Monitor {
         Row {
             name: s.name(),
             id: s.id(),
-            mem_kib: s.guest.memory_mib << 10,
+            mem_kib: s.memory_mib << 10,
             vcpus: s.tags.len() as u32,
             state: self.state(s),
             cpu_ns: self.ns(s.cpu_ticks),
@@ -573,12 +893,12 @@ impl Monitor {
     }
 
     fn info(&self) {
-        let guests: u64 = self.slots.iter().map(|s| s.guest.memory_mib).sum();
+        let guests: u64 = self.slots.iter().map(|s| s.memory_mib).sum();
         let free = self.boot.frames.free_bytes() >> 20;
         say!(
             "host                   : hv {}\n\
              virt_caps              : {}\n\
-             nr_cpus                : 1\n\
+             nr_cpus                : {}\n\
              cpu_mhz                : {}\n\
              host_timer             : {}\n\
              total_memory           : {}\n\
@@ -592,6 +912,7 @@ impl Monitor {
                 Backend::Svm(_) => "hvm svm npt",
                 Backend::Vmx(_) => "hvm vmx ept",
             },
+            self.cpus.len(),
             self.timer.tsc_hz / 1_000_000,
             self.timer.mode(),
             free + guests + (self.own_bytes >> 20),
@@ -615,11 +936,7 @@ impl Monitor {
         let (then, ref before) = self.top_sample;
         let interval = self.ns(now.wrapping_sub(then));
         let total_kib = (self.boot.frames.free_bytes() + self.own_bytes) / 1024
-            + self
-                .slots
-                .iter()
-                .map(|s| s.guest.memory_mib << 10)
-                .sum::<u64>();
+            + self.slots.iter().map(|s| s.memory_mib << 10).sum::<u64>();
         let mut out = String::new();
         if !t.batch {
             out.push_str("\x1b[H\x1b[2J");
@@ -644,7 +961,7 @@ impl Monitor {
         t.next = now + t.delay;
         t.left = t.left.map(|n| n.saturating_sub(1));
         if t.left == Some(0) {
-            self.mode = Mode::Prompt;
+            self.set_mode(Mode::Prompt);
             say!("{PROMPT}");
         } else {
             self.mode = Mode::Top(t);
@@ -659,7 +976,7 @@ impl Monitor {
             out,
             "xentop - {:02}:{:02}:{:02}   hv {}\n\
              {} domains: {} running, {} blocked, {} paused, {} crashed, {} dying, {} shutdown \n\
-             Mem: {total_kib}k total, {}k used, {free_kib}k free    CPUs: 1 @ {}MHz\n",
+             Mem: {total_kib}k total, {}k used, {free_kib}k free    CPUs: {} @ {}MHz\n",
             secs / 3600 % 24,
             secs / 60 % 60,
             secs % 60,
@@ -672,6 +989,7 @@ impl Monitor {
             0,
             count(|s| s.shutdown.is_some()),
             total_kib - free_kib,
+            self.cpus.len(),
             self.timer.tsc_hz / 1_000_000,
         );
     }
@@ -689,15 +1007,17 @@ fn target_text(t: &Target) -> String {
 /// descheduled sibling holds wastes at most this much.
 const VCPU_TURN_MS: u64 = 1;
 
-/// Runs `vm` until its slice ends, every vCPU of it halts, or it stops. Its vCPUs take turns;
-/// an interrupt that wakes a halted sibling (an IPI, say) ends the current turn early.
+/// Runs `vm` until its slice ends, every vCPU of it halts, it stops, or `kick` asks for the CPU.
+/// Its vCPUs take turns; an interrupt that wakes a halted sibling (an IPI, say) ends the current
+/// turn early. A vCPU that stops running, at the end of a turn or of the slice, has its FPU
+/// state saved and is released, so that nothing of it stays behind on this CPU.
 fn run_slice(
     vm: &mut Vm,
     fpus: &mut [FpuState],
-    ring: &mut Ring<GUEST_RING_BYTES>,
-    show: bool,
+    ring: &GuestRing,
     timer: &HostTimer,
     slice_end: u64,
+    kick: &AtomicBool,
 ) -> Option<Next> {
     if !vm.pick_vcpu(false) {
         return Some(Next::Halt);
@@ -706,7 +1026,7 @@ fn run_slice(
     let turn = timer.tsc_hz / 1000 * VCPU_TURN_MS;
     let mut turn_end = rdtsc().saturating_add(turn);
     fpus[vm.current_vcpu()].load();
-    loop {
+    let next = loop {
         let now = rdtsc();
         vm.prepare_entry(now);
         let deadline = vm
@@ -725,7 +1045,7 @@ fn run_slice(
         let traced = profile::begin(vm, &exit, now);
         let next = vm.handle(exit, now);
         profile::end(vm, &traced, rdtsc());
-        relay_console(vm, ring, show);
+        relay_console(vm, ring);
         let halted = match next {
             Next::Resume => false,
             Next::HostInterrupt => {
@@ -733,27 +1053,37 @@ fn run_slice(
                 false
             }
             Next::Halt if smp => true,
-            other => return Some(other),
+            other => break Some(other),
         };
         // Checked after every exit: a guest whose own timer keeps the host timer short of the
         // slice's end must not keep the CPU past it.
-        if now >= slice_end {
-            return None;
+        if now >= slice_end || kick.load(Ordering::Relaxed) {
+            break None;
         }
         if smp && (halted || now >= turn_end || vm.sibling_woken()) {
+            // A vCPU picked in place of the current one releases it (`Vm::pick_vcpu`).
+            let before = vm.current_vcpu();
             if !vm.pick_vcpu(true) {
-                return Some(Next::Halt);
+                break Some(Next::Halt);
             }
-            fpus[vm.current_vcpu()].load();
+            if vm.current_vcpu() != before {
+                fpus[before].save();
+                fpus[vm.current_vcpu()].load();
+            }
             turn_end = now.saturating_add(turn);
         }
-    }
+    };
+    fpus[vm.current_vcpu()].save();
+    vm.vcpu.release();
+    next
 }
 
-/// Moves the guest's console output into its ring, and to the serial line when `show`.
-fn relay_console(vm: &mut Vm, ring: &mut Ring<GUEST_RING_BYTES>, show: bool) {
+/// Moves the guest's console output into its ring, and to the serial line while it is shown.
+fn relay_console(vm: &mut Vm, ring: &GuestRing) {
     if let Some(first) = vm.platform.pop_console_output() {
         let c = CONSOLE.lock();
+        let show = SHOWN.load(Ordering::Relaxed) == vm.id;
+        let mut ring = ring.lock();
         let mut put = |b: u8| {
             ring.push(b);
             if show {

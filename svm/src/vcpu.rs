@@ -51,15 +51,28 @@ pub struct SvmVcpu {
     /// shadow of an STI or MOV SS before it ends.
     exit_rip: u64,
     nmi: NmiBlocking,
+    /// The guest's TSC_AUX, which it reads and writes directly but which neither VMRUN nor
+    /// VMSAVE/VMLOAD moves (APM Vol. 2 §15.5.1, §15.13.4): loaded into the CPU when the vCPU's
+    /// turn on it begins and saved when it is released. `None` without RDTSCP.
+    tsc_aux: Option<u64>,
+    /// The vCPU's TSC_AUX is the CPU's (it ran since it was last released).
+    live: bool,
+}
+
+const MSR_TSC_AUX: u32 = 0xC000_0103;
+
+/// The CPU has RDTSCP and so TSC_AUX (CPUID 8000_0001h EDX bit 27).
+fn has_tsc_aux() -> bool {
+    raw_cpuid::cpuid!(0x8000_0001).edx & (1 << 27) != 0
 }
 
 /// ASIDs tracked for sharing; CPUs with more are used only up to this many.
 const TRACKED_ASIDS: u32 = 256;
 
-/// Which VMCB last ran with each ASID on this CPU: when more domains exist than ASIDs, domains
-/// share one, and a vCPU entering after another owner flushes the ASID's TLB entries. A VMCB
-/// gives up its entries when dropped, so that a later one at the same address, with the same
-/// ASID, does not inherit its translations.
+/// Which VMCB last ran with each ASID: when more domains exist than ASIDs, domains share one,
+/// and a vCPU entering after another owner flushes the ASID's TLB entries. A VMCB gives up its
+/// ownership when it leaves a CPU (`release`) and when dropped, so that its next entry, on any
+/// CPU, or a later VMCB at the same address with the same ASID, starts from a flushed TLB.
 static ASID_OWNER: [AtomicU64; TRACKED_ASIDS as usize] =
     [const { AtomicU64::new(0) }; TRACKED_ASIDS as usize];
 
@@ -117,11 +130,21 @@ impl SvmVcpu {
             nrip_save: shared.features.nrip_save,
             exit_rip: start.regs.rip,
             nmi: NmiBlocking::default(),
+            tsc_aux: has_tsc_aux().then_some(0),
+            live: false,
         }
     }
 
     fn vmcb_pa(&self) -> u64 {
         phys(&*self.vmcb)
+    }
+
+    /// Forgets that this VMCB owns its ASID, so that its next entry, on whichever CPU, flushes
+    /// the ASID's TLB entries: that CPU may hold translations of it from an earlier run there.
+    fn give_up_asid(&self) {
+        if let Some(owner) = ASID_OWNER.get(self.vmcb.control.guest_asid as usize) {
+            let _ = owner.compare_exchange(self.vmcb_pa(), 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// The core moved RIP past the exiting instruction: an STI or MOV SS shadow covering it has
@@ -171,10 +194,7 @@ impl Drop for SvmVcpu {
     /// A later VMCB may get this one's address and ASID: it must not find this one's TLB
     /// entries (AMD APM Vol. 2 §15.16: the TLB is tagged by ASID alone).
     fn drop(&mut self) {
-        let pa = self.vmcb_pa();
-        if let Some(owner) = ASID_OWNER.get(self.vmcb.control.guest_asid as usize) {
-            let _ = owner.compare_exchange(pa, 0, Ordering::Relaxed, Ordering::Relaxed);
-        }
+        self.give_up_asid();
     }
 }
 
@@ -222,6 +242,13 @@ fn valid_pat(value: u64) -> bool {
 impl SvmVcpu {
     /// One VMRUN, up to the #VMEXIT, with the guest's registers moved in and out.
     fn enter(&mut self) {
+        if !self.live {
+            if let Some(aux) = self.tsc_aux {
+                // SAFETY: the CPU has TSC_AUX; the host does not use it.
+                unsafe { crate::features::wrmsr(MSR_TSC_AUX, aux) };
+            }
+            self.live = true;
+        }
         self.end_shadow_if_skipped();
         let s = &mut self.vmcb.save;
         s.rax = self.regs.gpr[vcpu::reg::RAX];
@@ -386,6 +413,16 @@ impl vcpu::Vcpu for SvmVcpu {
 
     /// SVM has no timer of its own: the host timer's interrupt ends the run.
     fn set_deadline(&mut self, _deadline: u64, _now: u64) {}
+
+    fn release(&mut self) {
+        if core::mem::take(&mut self.live) {
+            if let Some(aux) = self.tsc_aux.as_mut() {
+                // SAFETY: the CPU has TSC_AUX, which holds this vCPU's value (`live`).
+                *aux = unsafe { crate::features::rdmsr(MSR_TSC_AUX) };
+            }
+        }
+        self.give_up_asid();
+    }
 
     fn start_up(&mut self, vector: u8) {
         load_sipi_state(&mut self.vmcb.save, vector);

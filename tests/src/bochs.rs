@@ -36,7 +36,7 @@ pub(crate) fn boot(boot: &Boot, dir: TempDir) -> Result<Machine, String> {
     // The log goes to stderr, which the harness reads, and which closes when Bochs exits.
     let text = bochsrc(
         &iso,
-        mem,
+        (boot.cpus, mem),
         &serial,
         boot.com2.as_deref(),
         Path::new("/dev/stderr"),

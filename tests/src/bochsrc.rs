@@ -21,18 +21,24 @@ const IPS: u64 = 20_000_000;
 /// then runs `quit`.
 pub const SCRIPT: &str = "c\nquit\n";
 
-/// The bochsrc: a Skylake-X with VT-x (VMX with EPT, VPID and unrestricted guest), `mem_mib`
-/// of RAM, the ISO as the boot CD-ROM, COM1 into `serial`, COM2 (the monitor's trace stream)
+/// The bochsrc: `cpus` Skylake-Xs with VT-x (VMX with EPT, VPID and unrestricted guest),
+/// `mem_mib` of RAM, the ISO as the boot CD-ROM, COM1 into `serial`, COM2 (the monitor's trace stream)
 /// into `com2` if given, the Bochs log into `log`, the term display (Debian builds no `nogui`)
 /// and the port 0xE9 console.
-pub fn bochsrc(iso: &Path, mem_mib: u64, serial: &Path, com2: Option<&Path>, log: &Path) -> String {
+pub fn bochsrc(
+    iso: &Path,
+    (cpus, mem_mib): (u32, u64),
+    serial: &Path,
+    com2: Option<&Path>,
+    log: &Path,
+) -> String {
     // Bochs opens a file-mode port's file when the UART sends its first byte, and flushes
     // after every byte (Bochs 2.7 iodev/serial.cc).
     let com2 = com2.map_or(String::new(), |path| {
         format!("com2: enabled=1, mode=file, dev=\"{}\"\n", path.display())
     });
     format!(
-        "cpu: model=corei7_skylake_x, count=1, ips={IPS}, reset_on_triple_fault=0\n\
+        "cpu: model=corei7_skylake_x, count={cpus}, ips={IPS}, reset_on_triple_fault=0\n\
          memory: guest={mem_mib}, host={mem_mib}\n\
          romimage: file={BIOS}\n\
          vgaromimage: file={VGA_BIOS}\n\
@@ -82,14 +88,14 @@ mod tests {
             Path::new("/b/com1"),
             Path::new("/b/log"),
         );
-        let with = bochsrc(iso, 64, com1, Some(Path::new("/b/trace.bin")), log);
+        let with = bochsrc(iso, (1, 64), com1, Some(Path::new("/b/trace.bin")), log);
         let line = "com2: enabled=1, mode=file, dev=\"/b/trace.bin\"";
         assert!(
             with.lines().any(|l| l == line),
             "missing {line:?} in\n{with}"
         );
         assert!(with.lines().any(|l| l.starts_with("port_e9_hack:")));
-        let without = bochsrc(iso, 64, com1, None, log);
+        let without = bochsrc(iso, (1, 64), com1, None, log);
         assert!(!without.contains("com2"), "{without}");
         assert_eq!(with.lines().count(), without.lines().count() + 1);
     }

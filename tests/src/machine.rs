@@ -36,6 +36,8 @@ pub struct Boot {
     pub(crate) com2: Option<PathBuf>,
     /// Arguments added to QEMU's command line (host devices).
     qemu_args: Vec<String>,
+    /// The machine's CPUs.
+    pub(crate) cpus: u32,
 }
 
 /// The emulator a machine runs on, and so the monitor's backend.
@@ -83,7 +85,14 @@ impl Boot {
             monitor_options: Vec::new(),
             com2: None,
             qemu_args: Vec::new(),
+            cpus: 1,
         }
+    }
+
+    /// Gives the machine `n` CPUs (QEMU's `-smp`, Bochs' `cpu: count`); one unless told.
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.cpus = n;
+        self
     }
 
     /// Adds `word` (e.g. `trace=com2`) to the monitor's command line.
@@ -232,7 +241,9 @@ impl Machine {
             paths.push(write_module(&dir.0, module, Place::Link)?);
         }
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-no-reboot"])
+            .args(["-accel", "tcg", "-cpu", "max", "-no-reboot"])
+            .arg("-smp")
+            .arg(boot.cpus.to_string())
             .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
             .arg("-m")
             .arg(&boot.memory)
@@ -304,7 +315,9 @@ impl Machine {
     #[track_caller]
     pub fn type_text(&self, text: &str) {
         if let Err(error) = self.send(text) {
-            panic!("{error}");
+            let out = self.output();
+            let tail = &out[out.floor_char_boundary(out.len().saturating_sub(4000))..];
+            panic!("{error}; the machine's last output:\n{tail}");
         }
     }
 

@@ -3,20 +3,27 @@
 //! ACPI power button, `destroy`, and a broken config reported while the others keep running.
 //!
 //! Guest `c` has two vCPUs (started by the guest through INIT/SIPI on its emulated local APICs):
-//! `list` shows them and `nproc` in the guest prints 2. Its fairness job is single-threaded, so
-//! it competes like the others.
+//! `list` shows them and `nproc` in the guest prints 2.
 //!
-//! Fairness: guest `a` spins forever while `b` and `c` each run the same CPU-bound busybox loop
-//! and time it with /proc/uptime. All three have the default weight, so each should get a third
-//! of the CPU:
+//! The machine has two CPUs (QEMU `-smp 2`), which the monitor brings up from the MADT: `info`
+//! shows both and `list` gives the monitor (Domain-0) two.
+//!
+//! Fairness: guest `c` spins forever (one thread) while `a` and `b`, alike but for their memory,
+//! each run the same CPU-bound busybox loop and time it with /proc/uptime. (A 2-vCPU Linux does
+//! more work of its own beside a job, its timer ticks and IPIs on the other vCPU, so the two
+//! jobs run in the two 1-vCPU guests.) All three have the default weight and a domain runs on
+//! one CPU at a time, so each should get two thirds of a CPU:
 //! - the two completion times may differ by at most 25% of the longer one. The ideal is 0; the
 //!   jobs are started one after the other through the console (up to about a second apart, out
-//!   of several seconds), and for that stretch the first job competes with one domain instead of
-//!   two, as the second does at its end; slices (10 ms) and credit periods (30 ms) are far finer;
-//! - each must take at most 4.5 times as long as the same job alone (`b` alone, measured first,
-//!   with `a` and `c` idle). The ideal is 3 (a third of the CPU); the rest allows for the
-//!   monitor's own work, the guests' timer interrupts and TCG's uneven speed;
-//! - and at least 1.5 times as long, or the hog did not really compete;
+//!   of several seconds), and for that stretch the first job competes with one domain for two
+//!   CPUs instead of two, as the second does at its end; slices (10 ms) and credit periods
+//!   (30 ms) are far finer;
+//! - each must take at most 2.5 times as long as the same job alone (`b` alone, measured first,
+//!   with `a` and `c` idle, so on one CPU, as a domain's one vCPU never gets more). The ideal is
+//!   1.5; the rest allows for the monitor's own work, the guests' timer interrupts and TCG's
+//!   uneven speed, with the two emulated CPUs as two threads on a shared host. On one CPU the
+//!   ideal would be 3, so this also shows that both CPUs run guests;
+//! - and at least 1.2 times as long, or the hog did not really compete;
 //! - and `b`'s kernel accounts the time it waited as steal time in /proc/stat.
 
 use std::time::Duration;
@@ -126,7 +133,8 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
         .config(guest("a", 128, 1))
         .config(guest("b", 160, 1))
         .config(guest("c", 192, 2))
-        .raw_config("broken.cfg", BROKEN);
+        .raw_config("broken.cfg", BROKEN)
+        .cpus(2);
     let m = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
 
     // The broken config is reported with file, line and reason; the others start.
@@ -139,6 +147,9 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     m.expect("HVTEST: userspace up", seconds(300));
     detach(&m);
 
+    line(&m, "info");
+    m.expect("nr_cpus                : 2", seconds(10));
+    m.expect(PROMPT, seconds(10));
     let rows = list(&m);
     let expect_row = |name: &str, id: &str, mem: &str, vcpus: &str| {
         let r = row(&rows, name).unwrap_or_else(|| panic!("no {name} in {rows:#?}"));
@@ -150,7 +161,7 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
         );
         assert!(!f[4].contains('s'), "{name} is not shut down: {r}");
     };
-    expect_row("Domain-0", "0", "32", "1");
+    expect_row("Domain-0", "0", "32", "2");
     expect_row("a", "1", "128", "1");
     expect_row("b", "2", "160", "1");
     expect_row("c", "3", "192", "2");
@@ -168,37 +179,37 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     attach(&m, "c");
     line(&m, "echo c-has-$(nproc)-cpus");
     m.expect("c-has-2-cpus", seconds(30));
-    define_job(&m);
+    line(&m, "while :; do :; done &");
     detach(&m);
     attach(&m, "a");
-    line(&m, "while :; do :; done &");
+    define_job(&m);
     detach(&m);
     // Both jobs in the background; results land in the guests' rings while detached.
     attach(&m, "b");
     line(&m, "j b-busy &");
     detach(&m);
-    attach(&m, "c");
-    line(&m, "j c-busy &");
-    let c_ms = job_ms(&m, "c-busy", seconds(300));
+    attach(&m, "a");
+    line(&m, "j a-busy &");
+    let a_ms = job_ms(&m, "a-busy", seconds(300));
     detach(&m);
     // Attaching replays b's recent output, its result included if it is already there.
     line(&m, "console b");
     let b_ms = job_ms(&m, "b-busy", seconds(300));
     detach(&m);
-    eprintln!("fairness: job alone {alone} ms; beside a CPU hog: b {b_ms} ms, c {c_ms} ms");
-    let (slow, fast) = (b_ms.max(c_ms), b_ms.min(c_ms));
+    eprintln!("fairness: job alone {alone} ms; beside a CPU hog: a {a_ms} ms, b {b_ms} ms");
+    let (slow, fast) = (b_ms.max(a_ms), b_ms.min(a_ms));
     assert!(
         (slow - fast) * 4 <= slow,
-        "b {b_ms} ms and c {c_ms} ms differ by more than 25%"
+        "a {a_ms} ms and b {b_ms} ms differ by more than 25%"
     );
-    for t in [b_ms, c_ms] {
+    for t in [a_ms, b_ms] {
         assert!(
-            t * 2 <= alone * 9,
-            "{t} ms is more than 4.5 times the {alone} ms alone"
+            t * 2 <= alone * 5,
+            "{t} ms is more than 2.5 times the {alone} ms alone"
         );
         assert!(
-            t * 2 >= alone * 3,
-            "{t} ms is less than 1.5 times the {alone} ms alone: did the hog run?"
+            t * 5 >= alone * 6,
+            "{t} ms is less than 1.2 times the {alone} ms alone: did the hog run?"
         );
     }
     // b's kernel saw the time it waited for the hog as stolen (KVM's steal time): the steal
@@ -228,14 +239,14 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     detach(&m);
     // The second frame's CPU(%) covers the second between the frames (the first's is 0).
     line(&m, "top -b -i 2 -d 1");
-    m.expect_line("         a ", seconds(30));
-    let a_top = m.expect_line("         a ", seconds(30));
-    let a_pct: f64 = a_top
+    m.expect_line("         c ", seconds(30));
+    let c_top = m.expect_line("         c ", seconds(30));
+    let c_pct: f64 = c_top
         .split_whitespace()
         .nth(3)
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unreadable top line {a_top:?}"));
-    assert!(a_pct > 50.0, "the hog alone uses the CPU: {a_top}");
+        .unwrap_or_else(|| panic!("unreadable top line {c_top:?}"));
+    assert!(c_pct > 50.0, "the hog alone uses a CPU: {c_top}");
     m.expect(PROMPT, seconds(30));
 
     // shutdown: the guest's own power-down messages, then it leaves the list.

@@ -196,6 +196,10 @@ pub trait Vcpu {
     /// Puts the vCPU in the state an INIT and then a STARTUP IPI with `vector` leave an
     /// application processor in: see [`sipi`].
     fn start_up(&mut self, vector: u8);
+    /// The vCPU stops running on this physical CPU for now: whatever of it is still live in
+    /// the CPU (a current VMCS, guest MSRs, cached translations) goes back to memory or is
+    /// marked stale, so that its next run may be on any CPU.
+    fn release(&mut self);
 }
 
 /// The state after INIT and STARTUP (Intel SDM Vol. 3A 10.1.1 Table 10-1 "IA-32 and Intel 64

@@ -5,7 +5,8 @@
 //! So `enable` builds the host's own GDT: a copy of the live GDT's descriptors followed by a
 //! 64-bit TSS descriptor for a zeroed TSS (no ring changes, no IST: it is never consulted), and
 //! loads it with LGDT and LTR. The code and data selectors keep their meaning, so CS and SS need
-//! no reload.
+//! no reload. The other CPUs (`enable_other`) load the same GDT and TSS, so that every VMCS's
+//! host state is right on every CPU and a VMCS may move between them.
 
 use alloc::boxed::Box;
 use core::arch::asm;
@@ -105,16 +106,8 @@ pub unsafe fn enable(features: &Features) -> Result<HostState, VmFail> {
         read_reg!("mov {}, cr4") | CR4_VMXE | osxsave,
         features.cr4_fixed,
     );
-    // SAFETY: the fixed bits are what VMX operation requires; the monitor runs with paging,
-    // protection and NE already on, so only bits it does not rely on change.
-    unsafe {
-        asm!("mov cr0, {}", in(reg) cr0, options(nostack));
-        asm!("mov cr4, {}", in(reg) cr4, options(nostack));
-    }
-    let vmxon = Box::leak(Region::new(features.revision));
-    // SAFETY: CR4.VMXE and the fixed bits are set, FEATURE_CONTROL allows VMXON (detect), and
-    // the region is leaked, so it lives as long as VMX operation.
-    unsafe { vmcs::vmxon(vmxon.pa())? };
+    // SAFETY: per the caller.
+    unsafe { vmxon(features, cr0, cr4)? };
     let (gdtr_base, tr, tr_base) = load_host_gdt();
     Ok(HostState {
         cr0,
@@ -133,6 +126,54 @@ pub unsafe fn enable(features: &Features) -> Result<HostState, VmFail> {
         // SAFETY: as above.
         pat: unsafe { rdmsr(MSR_PAT) },
     })
+}
+
+/// Turns VMX on for another CPU of the same machine with the host state `enable` returned on
+/// the first one: the same CR0 and CR4, VMXON with a region of its own, then the same GDT and
+/// TSS (CR3, the IDT, EFER and PAT are the monitor's on every CPU).
+///
+/// # Safety
+/// As for `enable`, on a CPU other than the one `host` came from, after `enable` there.
+pub unsafe fn enable_other(features: &Features, host: &HostState) -> Result<(), VmFail> {
+    // SAFETY: per the caller.
+    unsafe { vmxon(features, host.cr0, host.cr4)? };
+    load_shared_gdt(host);
+    Ok(())
+}
+
+/// Loads CR0 and CR4 and enters VMX root operation with a new VMXON region.
+///
+/// # Safety
+/// As for `enable`; `cr0` and `cr4` hold the fixed bits and CR4.VMXE.
+unsafe fn vmxon(features: &Features, cr0: u64, cr4: u64) -> Result<(), VmFail> {
+    // SAFETY: the fixed bits are what VMX operation requires; the monitor runs with paging,
+    // protection and NE already on, so only bits it does not rely on change.
+    unsafe {
+        asm!("mov cr0, {}", in(reg) cr0, options(nostack));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack));
+    }
+    let vmxon = Box::leak(Region::new(features.revision));
+    // SAFETY: CR4.VMXE and the fixed bits are set, FEATURE_CONTROL allows VMXON (detect), and
+    // the region is leaked, so it lives as long as VMX operation.
+    unsafe { vmcs::vmxon(vmxon.pa()) }
+}
+
+/// Loads the GDT `load_host_gdt` built on the first CPU, and TR from its TSS descriptor. LTR
+/// marks the descriptor busy and faults on a busy one (SDM Vol. 3A §8.2.4), so it is made
+/// available again first: the TSS is never consulted, so CPUs may share it.
+fn load_shared_gdt(host: &HostState) {
+    let gdt = Pointer {
+        limit: host.tr + 15,
+        base: host.gdtr_base,
+    };
+    let type_byte = (host.gdtr_base + u64::from(host.tr) + 5) as *mut u8;
+    // SAFETY: the GDT was built and leaked by `load_host_gdt` and holds a TSS descriptor at
+    // selector `tr`; its type byte goes back to "available 64-bit TSS" (0x89, present).
+    unsafe {
+        asm!("lgdt [{}]", in(reg) &gdt, options(nostack));
+        type_byte.write_volatile(0x89);
+        asm!("ltr {:x}", in(reg) host.tr, options(nostack, nomem));
+    }
 }
 
 /// Copies the live GDT's descriptors into a new GDT, appends the TSS descriptor, and loads

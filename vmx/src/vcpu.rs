@@ -14,7 +14,6 @@
 //! another one was), swapping the MSRs the VMCS does not switch (`guest_msrs`).
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use vcpu::{reg, ControlState, Event, Exit, ExitInfo, InvalidValue, Regs, Segments, StartState};
 use x86::vmx::vmcs::control::{
@@ -89,18 +88,20 @@ impl Shared {
     pub fn features(&self) -> &Features {
         &self.features
     }
+
+    /// The host state every VMCS holds, the same on every CPU (`host::enable_other`).
+    pub fn host(&self) -> &HostState {
+        &self.host
+    }
 }
 
-/// The VMCS and the saved pass-through MSRs, boxed so `CURRENT` can point at them while the
-/// owning `VmxVcpu` moves.
+/// The VMCS and the saved pass-through MSRs, boxed so that the VMCS keeps its physical address
+/// while the owning `VmxVcpu` moves.
 #[repr(C)]
 struct Hw {
     vmcs: Region,
     msrs: GuestMsrs,
 }
-
-/// The vCPU whose VMCS is current on this (the only) CPU and whose MSRs are live on it.
-static CURRENT: AtomicPtr<Hw> = AtomicPtr::new(core::ptr::null_mut());
 
 pub struct VmxVcpu {
     hw: Box<Hw>,
@@ -121,6 +122,16 @@ pub struct VmxVcpu {
     pat_dirty: bool,
     pending: Option<Injection>,
     launched: bool,
+    /// The VMCS is current on the CPU running this vCPU, with the guest's pass-through MSRs
+    /// live there; false after `release`, which VMCLEARs it so that it may move to another CPU
+    /// (SDM Vol. 3C §25.11.1: a VMCS is active on one logical processor at a time).
+    current: bool,
+    /// A STARTUP IPI's vector whose guest state is still to be written into the VMCS, at the
+    /// next entry (the VMCS is not current while the vCPU is parked).
+    sipi: Option<u8>,
+    /// How to drop the translations tagged with this vCPU's EPTP and VPID, whenever its VMCS
+    /// becomes current on a CPU: that CPU may still cache them from an earlier run there.
+    flush: Flush,
     tsc_aux: bool,
     /// The guest's XCR0 and the bits the CPU supports (0 without XSAVE).
     xcr0: u64,
@@ -161,6 +172,14 @@ impl PreemptionTimer {
 
 type Fields<'a> = &'a [(u32, u64)];
 
+/// The INVEPT and INVVPID a vCPU needs on a CPU it (re)starts on.
+#[derive(Clone, Copy, Debug)]
+struct Flush {
+    invept: Option<InvType>,
+    eptp: u64,
+    invvpid: Option<(InvType, u16)>,
+}
+
 impl VmxVcpu {
     /// A vCPU of domain `id` (its VPID; ≥ 1) whose EPT pointer is `eptp`.
     pub fn new(shared: &Shared, id: u32, eptp: u64, start: &StartState) -> Self {
@@ -192,6 +211,13 @@ impl VmxVcpu {
             pat_dirty: false,
             pending: None,
             launched: false,
+            current: false,
+            sipi: None,
+            flush: Flush {
+                invept: None,
+                eptp,
+                invvpid: None,
+            },
             tsc_aux: f.controls.has_secondary(SecondaryControls::ENABLE_RDTSCP),
             xcr0: 1,
             xcr0_supported: shared.xcr0_supported,
@@ -219,11 +245,18 @@ impl VmxVcpu {
             };
         let vpid = ((id.wrapping_sub(1) % 0xFFFF) + 1) as u16;
         v.invvpid = invvpid_kind(f).filter(|_| f.vpid()).map(|k| (k, vpid));
+        v.flush.invvpid = v.invvpid;
+        v.flush.invept = f
+            .ept_cap(ept_cap::INVEPT)
+            .then(|| inv_kind(f, ept_cap::INVEPT_SINGLE, ept_cap::INVEPT_ALL))
+            .flatten();
         let result = v.program(shared, vpid, eptp, start);
         if let Err(e) = result {
             log::error!("vmx: cannot program the VMCS of vCPU {id}: {e}");
             v.broken = Some(e);
         }
+        // Created on whichever CPU ran `create`; it may first run on another one.
+        vcpu::Vcpu::release(&mut v);
         v
     }
 
@@ -314,23 +347,20 @@ impl VmxVcpu {
         {
             write_all(&[(control::XSS_EXITING_BITMAP_FULL, 0)])?;
         }
-        flush_tlbs(f, eptp, vpid)
+        Ok(())
     }
 
-    /// Makes this vCPU's VMCS current, moving the pass-through MSRs if another vCPU ran last.
+    /// Makes this vCPU's VMCS current on this CPU with its pass-through MSRs and XCR0, and drops
+    /// whatever translations of it the CPU may hold from an earlier run here (another domain
+    /// may have used the same tables' frames or VPID number since).
     fn make_current(&mut self) -> Result<(), VmFail> {
-        let me: *mut Hw = &mut *self.hw;
-        let previous = CURRENT.load(Ordering::Relaxed);
-        if previous == me {
+        if self.current {
             return Ok(());
         }
-        // SAFETY: `previous` is null or a live vCPU's `Hw` (Drop clears CURRENT), distinct
-        // from ours; the MSR swap touches MSRs the host does not use, and TSC_AUX only with
-        // RDTSCP enabled, which implies the MSR exists.
+        // SAFETY: no vCPU's guest MSRs are live on this CPU (the last one released them); the
+        // MSR load touches MSRs the host does not use, and TSC_AUX only with RDTSCP enabled,
+        // which implies the MSR exists.
         unsafe {
-            if let Some(prev) = previous.as_mut() {
-                prev.msrs.save(self.tsc_aux);
-            }
             self.hw.msrs.load(self.tsc_aux);
             if self.xcr0_supported != 0 {
                 // SAFETY: host::enable set CR4.OSXSAVE; the value passed `xcr0::valid`.
@@ -338,13 +368,32 @@ impl VmxVcpu {
             }
             vmcs::load(self.hw.vmcs.pa())?;
         }
-        CURRENT.store(me, Ordering::Relaxed);
-        Ok(())
+        self.current = true;
+        self.flush.run()
+    }
+
+    /// The guest state of a STARTUP IPI that `start_up` left for the VMCS.
+    fn load_pending_sipi(&mut self) -> Result<(), VmFail> {
+        let Some(vector) = self.sipi.take() else {
+            return Ok(());
+        };
+        let (cr0_fixed, cr4_fixed) = (self.cr_rules.cr0_fixed, self.cr_rules.cr4_fixed);
+        write_all(&gs::sipi_fields(vector, cr0_fixed, cr4_fixed))?;
+        let entry =
+            read(control::VMENTRY_CONTROLS) & !u64::from(EntryControls::IA32E_MODE_GUEST.bits());
+        write_all(&[
+            (control::VMENTRY_CONTROLS, entry),
+            (control::VMENTRY_INTERRUPTION_INFO_FIELD, 0),
+            (guest::INTERRUPTIBILITY_STATE, 0),
+            (guest::ACTIVITY_STATE, 0),
+        ])?;
+        self.flush_linear(u64::MAX, u64::MAX)
     }
 
     /// Writes what the exit loop changed since the last exit.
     fn prepare_entry(&mut self) -> Result<(), VmFail> {
         self.make_current()?;
+        self.load_pending_sipi()?;
         let mut fields = [(0u32, 0u64); 11];
         let mut n = 0;
         let mut push = |f: u32, v: u64| {
@@ -468,20 +517,18 @@ fn invvpid_kind(f: &Features) -> Option<InvType> {
         .flatten()
 }
 
-/// Drops stale guest-physical and VPID-tagged translations before the first entry (another
-/// domain may have used the same tables' frames or VPID number).
-fn flush_tlbs(f: &Features, eptp: u64, vpid: u16) -> Result<(), VmFail> {
-    if f.ept_cap(ept_cap::INVEPT) {
-        if let Some(k) = inv_kind(f, ept_cap::INVEPT_SINGLE, ept_cap::INVEPT_ALL) {
+impl Flush {
+    fn run(&self) -> Result<(), VmFail> {
+        if let Some(k) = self.invept {
             // SAFETY: VMX root operation; the CPU supports INVEPT of this type.
-            unsafe { vmcs::invept(k, eptp)? };
+            unsafe { vmcs::invept(k, self.eptp)? };
         }
+        if let Some((k, vpid)) = self.invvpid {
+            // SAFETY: as above; `vpid` is not 0.
+            unsafe { vmcs::invvpid(k, vpid)? };
+        }
+        Ok(())
     }
-    if let Some(k) = invvpid_kind(f).filter(|_| f.vpid()) {
-        // SAFETY: as above; `vpid` is not 0.
-        unsafe { vmcs::invvpid(k, vpid)? };
-    }
-    Ok(())
 }
 
 /// The preemption-timer value that lasts `SLICE_BACKSTOP_MS` on a TSC of `tsc_hz` when the
@@ -768,28 +815,8 @@ impl vcpu::Vcpu for VmxVcpu {
     }
 
     fn start_up(&mut self, vector: u8) {
-        if let Err(e) = self.load_sipi_state(vector) {
-            log::error!("vmx: cannot start the vCPU at vector {vector:#x}: {e}");
-            self.broken = Some(e);
-        }
-    }
-}
-
-impl VmxVcpu {
-    /// Real mode at `vector << 12` (`vcpu::sipi`), outside IA-32e mode, nothing pending.
-    fn load_sipi_state(&mut self, vector: u8) -> Result<(), VmFail> {
-        self.make_current()?;
         let (cr0_fixed, cr4_fixed) = (self.cr_rules.cr0_fixed, self.cr_rules.cr4_fixed);
         let fields = gs::sipi_fields(vector, cr0_fixed, cr4_fixed);
-        write_all(&fields)?;
-        let entry =
-            read(control::VMENTRY_CONTROLS) & !u64::from(EntryControls::IA32E_MODE_GUEST.bits());
-        write_all(&[
-            (control::VMENTRY_CONTROLS, entry),
-            (control::VMENTRY_INTERRUPTION_INFO_FIELD, 0),
-            (guest::INTERRUPTIBILITY_STATE, 0),
-            (guest::ACTIVITY_STATE, 0),
-        ])?;
         let (_, cs_base) = vcpu::sipi::code_segment(vector);
         self.own.cr0_shadow = vcpu::sipi::CR0;
         self.own.cr4_shadow = 0;
@@ -810,24 +837,36 @@ impl VmxVcpu {
         self.exit_rip = 0;
         self.pending = None;
         self.efer_dirty = false;
-        self.flush_linear(u64::MAX, u64::MAX)
+        self.sipi = Some(vector);
+    }
+
+    fn release(&mut self) {
+        if !self.current {
+            return;
+        }
+        // SAFETY: this vCPU's MSRs are the live ones (`current`); the save reads MSRs the host
+        // does not use. VMX is on and the region is this vCPU's VMCS.
+        let cleared = unsafe {
+            self.hw.msrs.save(self.tsc_aux);
+            vmcs::clear(self.hw.vmcs.pa())
+        };
+        if let Err(e) = cleared {
+            log::error!("vmx: VMCLEAR on release: {e}");
+            self.broken = Some(e);
+        }
+        self.current = false;
+        // VMCLEAR leaves the launch state "clear" (SDM Vol. 3C §25.11.3).
+        self.launched = false;
     }
 }
 
 impl Drop for VmxVcpu {
     fn drop(&mut self) {
-        let me: *mut Hw = &mut *self.hw;
-        // SAFETY: VMX is on and the region is this vCPU's VMCS; VMCLEAR also makes it not
-        // current, so CURRENT must forget it.
+        // SAFETY: VMX is on and the region is this vCPU's VMCS: VMCLEAR leaves no CPU with it
+        // active once its memory is freed.
         if let Err(e) = unsafe { vmcs::clear(self.hw.vmcs.pa()) } {
             log::error!("vmx: VMCLEAR on drop: {e}");
         }
-        let _ = CURRENT.compare_exchange(
-            me,
-            core::ptr::null_mut(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
     }
 }
 

@@ -75,7 +75,7 @@ pub fn command(files: &Files) -> Result<Command> {
 pub fn run(iso: &Path, mem_mib: u64, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let files = Files::in_dir(dir);
-    let rc = bochsrc(iso, mem_mib, &files.serial, None, &files.log);
+    let rc = bochsrc(iso, (1, mem_mib), &files.serial, None, &files.log);
     process::write_atomically(&files.rc, rc.as_bytes())?;
     process::write_atomically(&files.script, SCRIPT.as_bytes())?;
     // The serial file is created afresh so the stream starts at this run's first byte.
@@ -129,7 +129,7 @@ mod tests {
     fn bochsrc_has_the_vmx_machine_and_the_media() {
         let rc = bochsrc(
             Path::new("/b/hv.iso"),
-            1024,
+            (1, 1024),
             Path::new("/b/serial.log"),
             None,
             Path::new("/b/bochs.log"),

@@ -69,7 +69,7 @@ fn nested_enabled(value: &str) -> bool {
 pub fn command(media: &Media, accel: Accel, mem: &str, extra: &[String]) -> Result<Command> {
     let mut cmd = Command::new(QEMU);
     cmd.args(accel.args());
-    cmd.args(["-m", mem, "-smp", "1", "-no-reboot"]);
+    cmd.args(["-m", mem, "-smp", "2", "-no-reboot"]);
     match media {
         Media::Kernel { monitor, modules } => {
             cmd.arg("-kernel").arg(monitor);
@@ -150,7 +150,7 @@ mod tests {
             "-m",
             "2G",
             "-smp",
-            "1",
+            "2",
             "-no-reboot",
             "-kernel",
             "/w/build/hv.elf",

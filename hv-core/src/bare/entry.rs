@@ -125,6 +125,7 @@ boot_gdt:
     .quad 0x00AF9A000000FFFF
     .quad 0x00CF92000000FFFF
 boot_gdt_end:
+    .global boot_gdt_ptr
 boot_gdt_ptr:
     .short boot_gdt_end - boot_gdt - 1
     .quad boot_gdt

@@ -1,24 +1,22 @@
-//! Guest FPU, SSE, AVX and AVX-512 state across vCPUs on one CPU. The monitor itself never
-//! touches these registers (it is built soft-float), so a vCPU's state stays live in the CPU
-//! after an exit; only when another vCPU (of this domain or another) is about to run is the
-//! previous owner's state saved with XSAVE and the next one's restored with XRSTOR, together
-//! with its XCR0 (SDM Vol. 1 §13.7-13.8). A new vCPU starts from the initial state (an XSAVE
-//! header of zeros), never from another guest's registers.
+//! Guest FPU, SSE, AVX and AVX-512 state of each vCPU. The monitor itself never touches these
+//! registers (it is built soft-float), so a vCPU's state stays live in the CPU across its
+//! exits: it is restored with XRSTOR, together with its XCR0, when the vCPU's turn on a CPU
+//! begins, and saved with XSAVE when the turn ends (SDM Vol. 1 §13.7-13.8), so that the next
+//! turn may be on any CPU. A new vCPU starts from the initial state (an XSAVE header of zeros),
+//! never from another guest's registers.
 //!
 //! CPUs without XSAVE are not supported (every CPU with SVM or VMX and EPT has it).
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::arch::asm;
-use core::sync::atomic::{AtomicPtr, Ordering};
 use raw_cpuid::cpuid;
 
 const CR4_OSXSAVE: u64 = 1 << 18;
 /// XCR0 at reset: x87 only.
 const XCR0_RESET: u64 = 1;
 
-/// One domain's saved state. It lives on the heap so that the CPU's owner pointer stays valid
-/// while the domain's bookkeeping moves around.
-pub struct FpuState(alloc::boxed::Box<Saved>);
+/// One vCPU's saved state.
+pub struct FpuState(Saved);
 
 /// XCR0 and an XSAVE area.
 struct Saved {
@@ -27,11 +25,8 @@ struct Saved {
     layout: Layout,
 }
 
-/// The state whose registers are live in this CPU, or null.
-static OWNER: AtomicPtr<Saved> = AtomicPtr::new(core::ptr::null_mut());
-
 /// Turns on XSAVE for the host (CR4.OSXSAVE) and enables every user state component the CPU
-/// has in XCR0, so that the host's XSAVE saves whatever a guest may have used.
+/// has in XCR0, so that the host's XSAVE saves whatever a guest may have used. Once per CPU.
 pub fn init() -> bool {
     if cpuid!(1).ecx & (1 << 26) == 0 {
         return false;
@@ -68,6 +63,9 @@ fn xgetbv() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+// SAFETY: the XSAVE area is owned by this state alone (allocated in `new`, freed in `drop`).
+unsafe impl Send for FpuState {}
+
 impl FpuState {
     /// The initial state, with room for every component the CPU supports.
     pub fn new() -> Self {
@@ -76,52 +74,44 @@ impl FpuState {
         // SAFETY: the layout has a non-zero size.
         let area = unsafe { alloc_zeroed(layout) };
         assert!(!area.is_null(), "out of memory for an XSAVE area");
-        Self(alloc::boxed::Box::new(Saved {
+        Self(Saved {
             xcr0: XCR0_RESET,
             area,
             layout,
-        }))
+        })
     }
 
-    /// Makes this state the live one on this CPU, saving the previous owner's. XSAVE and XRSTOR
-    /// run with every component the CPU supports enabled in XCR0 (and whatever the owner
-    /// enabled itself, such as PKRU), not with the owner's own XCR0: the whole state is saved
-    /// even when the live XCR0 is not the owner's at that moment (the VMX backend loads the
-    /// XCR0 of each vCPU whose VMCS it makes current, also when it starts another vCPU with a
-    /// STARTUP IPI), and is restored whole. Each state's XCR0 is loaded last.
-    pub fn load(&mut self) {
-        let me: *mut Saved = &mut *self.0;
-        let previous = OWNER.swap(me, Ordering::Relaxed);
-        if previous == me {
-            return;
-        }
-        let next = &*self.0;
-        // SAFETY: a non-null owner is a live `Saved` (`Drop` clears it), and its registers are
-        // the CPU's; XSAVE/XRSTOR get 64-byte aligned areas of the size CPUID gives; XCR0 gets
-        // the supported set, a guest's own value (which its XSETBV passed) or their union.
+    /// Makes this state the live one on this CPU. XSAVE and XRSTOR run with every component
+    /// the CPU supports enabled in XCR0 (and whatever the vCPU enabled itself, such as PKRU),
+    /// not with the vCPU's own XCR0: the whole state is restored and later saved even when the
+    /// live XCR0 is not the vCPU's at that moment (the VMX backend loads the XCR0 of each vCPU
+    /// whose VMCS it makes current). The vCPU's own XCR0 is loaded last.
+    pub fn load(&self) {
+        let s = &self.0;
+        // SAFETY: XRSTOR gets a 64-byte aligned area of the size CPUID gives, holding the
+        // initial state or one XSAVE stored; XCR0 gets the supported set, a guest's own value
+        // (which its XSETBV passed) or their union.
         unsafe {
-            let all = supported_xcr0();
-            if let Some(prev) = previous.as_mut() {
-                prev.xcr0 = xgetbv();
-                xsetbv(all | prev.xcr0);
-                asm!("xsave64 [{}]", in(reg) prev.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
-            }
-            xsetbv(all | next.xcr0);
-            asm!("xrstor64 [{}]", in(reg) next.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
-            xsetbv(next.xcr0);
+            xsetbv(supported_xcr0() | s.xcr0);
+            asm!("xrstor64 [{}]", in(reg) s.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+            xsetbv(s.xcr0);
+        }
+    }
+
+    /// Saves the live registers, those of the vCPU whose turn on this CPU ends, into this state.
+    pub fn save(&mut self) {
+        let s = &mut self.0;
+        s.xcr0 = xgetbv();
+        // SAFETY: as for `load`.
+        unsafe {
+            xsetbv(supported_xcr0() | s.xcr0);
+            asm!("xsave64 [{}]", in(reg) s.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
         }
     }
 }
 
 impl Drop for FpuState {
     fn drop(&mut self) {
-        let me: *mut Saved = &mut *self.0;
-        let _ = OWNER.compare_exchange(
-            me,
-            core::ptr::null_mut(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
         // SAFETY: allocated in `new` with this layout.
         unsafe { dealloc(self.0.area, self.0.layout) };
     }

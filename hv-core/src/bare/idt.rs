@@ -7,6 +7,8 @@ use core::arch::{asm, global_asm};
 
 /// The host LAPIC timer's vector.
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The vector one of the monitor's CPUs sends another to end its sleep (or its guest's run).
+pub const WAKE_VECTOR: u8 = 0x21;
 const NMI_VECTOR: usize = 2;
 
 /// Saved by the common stub, lowest address first.
@@ -95,12 +97,14 @@ static mut IDT: [Gate; 256] = [Gate::EMPTY; 256];
 extern "C" {
     static exception_stubs: [u64; 32];
     fn timer_stub();
+    fn wake_stub();
     fn spurious_stub();
 }
 
-/// Loads the IDT on this CPU.
+/// Fills the IDT and loads it on this CPU, the first one.
 pub fn init() {
-    // SAFETY: called once per CPU before interrupts are enabled; the stubs are valid handlers.
+    // SAFETY: called once, before interrupts are enabled and before other CPUs start; the
+    // stubs are valid handlers.
     unsafe {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
         for (v, stub) in exception_stubs.iter().enumerate() {
@@ -111,16 +115,23 @@ pub fn init() {
             *gate = Gate::interrupt(spurious_stub as *const () as u64);
         }
         idt[usize::from(TIMER_VECTOR)] = Gate::interrupt(timer_stub as *const () as u64);
+        idt[usize::from(WAKE_VECTOR)] = Gate::interrupt(wake_stub as *const () as u64);
         // The monitor raises no NMIs; one from the platform (NMI button, chipset error) has
         // nothing to report to. On SVM one that arrives in a guest's slice exits and is taken
         // here after STGI (on VMX the exit consumes it, see vmx::exit).
         idt[NMI_VECTOR] = Gate::interrupt(spurious_stub as *const () as u64);
-        let ptr = IdtPointer {
-            limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
-            base: idt.as_ptr() as u64,
-        };
-        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack));
     }
+    load();
+}
+
+/// Loads the IDT `init` filled on this CPU.
+pub fn load() {
+    let ptr = IdtPointer {
+        limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        base: core::ptr::addr_of!(IDT) as u64,
+    };
+    // SAFETY: the IDT is static and filled with valid gates by `init`.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack)) };
 }
 
 macro_rules! exception_stubs {
@@ -172,9 +183,20 @@ global_asm!(
     "call exception_report",
     ".global timer_stub",
     "timer_stub:",
-    // The timer is no longer armed (`timer::HOST_TIMER_ARMED`); EOI to the host local APIC
-    // (xAPIC MMIO, identity-mapped).
-    "mov qword ptr [rip + HOST_TIMER_ARMED], 0",
+    // This CPU's timer is no longer armed (`timer::HOST_TIMER_ARMED`, indexed by the local
+    // APIC ID); then EOI, as for a wake-up.
+    "push rax",
+    "push rdx",
+    "mov eax, 0xFEE00020",
+    "mov eax, dword ptr [rax]",
+    "shr eax, 24",
+    "lea rdx, [rip + HOST_TIMER_ARMED]",
+    "mov qword ptr [rdx + rax * 8], 0",
+    "pop rdx",
+    "pop rax",
+    ".global wake_stub",
+    "wake_stub:",
+    // EOI to the host local APIC (xAPIC MMIO, identity-mapped).
     "push rax",
     "mov eax, 0xFEE000B0",
     "mov dword ptr [rax], 0",

@@ -10,6 +10,8 @@ mod entry;
 pub mod fpu;
 pub mod heap;
 pub mod idt;
+pub mod lapic;
 pub mod pci;
 pub mod serial;
+pub mod smp;
 pub mod timer;

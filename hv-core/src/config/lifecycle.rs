@@ -1,10 +1,11 @@
 //! The lifecycle and scheduling keys of a VM config: whether it starts at boot (`autostart`),
 //! what happens when it powers off, reboots or crashes (`on_poweroff`, `on_reboot`,
-//! `on_crash`), and its share of the CPU (`cpu_weight`, `cap`; `cpus` is accepted). Defaults
-//! are xl's (`docs/man/xl.cfg.5.pod.in`).
+//! `on_crash`), its share of the CPU (`cpu_weight`, `cap`) and the physical CPUs it may run on
+//! (`cpus`). Defaults are xl's (`docs/man/xl.cfg.5.pod.in`).
 //!
 //! It is not the rest of the VM's description (`VmConfig`) and it does not act on anything.
 
+use super::cpulist;
 use super::error::{truncated, ConfigError, ErrorKind};
 use super::vm::{bounded, position};
 use super::Config;
@@ -52,6 +53,8 @@ pub struct Lifecycle {
     pub cpu_weight: u32,
     /// The most CPU it may use, in percent of one CPU; 0 is no limit.
     pub cap: u32,
+    /// The physical CPUs it may run on, by number (bit n is CPU n).
+    pub cpus: u64,
 }
 
 impl Default for Lifecycle {
@@ -63,12 +66,13 @@ impl Default for Lifecycle {
             on_crash: Action::Destroy,
             cpu_weight: WEIGHT_DEFAULT,
             cap: 0,
+            cpus: cpulist::ALL,
         }
     }
 }
 
 impl Lifecycle {
-    /// The keys `from_config` reads (`cpus` is accepted and not used: one physical CPU).
+    /// The keys `from_config` reads.
     pub const KNOWN_KEYS: &'static [&'static str] = &[
         "autostart",
         "on_poweroff",
@@ -95,8 +99,22 @@ impl Lifecycle {
                 WEIGHT_MAX.into(),
             )?),
             cap: narrow(bounded(config, "cap", 0, 0, CAP_MAX.into())?),
+            cpus: cpus(config)?,
         })
     }
+}
+
+fn cpus(config: &Config) -> Result<u64, ConfigError> {
+    let Some(value) = config.get("cpus") else {
+        return Ok(cpulist::ALL);
+    };
+    cpulist::cpu_mask(value).map_err(|message| {
+        let kind = ErrorKind::BadSpec {
+            key: "cpus",
+            message,
+        };
+        config.error(position(config, "cpus"), kind)
+    })
 }
 
 /// A value already bounded to fit in 32 bits.
@@ -137,7 +155,7 @@ mod tests {
             (d.on_poweroff, d.on_reboot, d.on_crash),
             (Action::Destroy, Action::Restart, Action::Destroy)
         );
-        assert_eq!((d.cpu_weight, d.cap), (256, 0));
+        assert_eq!((d.cpu_weight, d.cap, d.cpus), (256, 0, u64::MAX));
     }
 
     #[test]
@@ -156,9 +174,10 @@ mod tests {
                 on_crash: Action::Restart,
                 cpu_weight: 512,
                 cap: 50,
+                cpus: 0b1111,
             }
         );
-        assert!(lifecycle("cpus = [0, 1]").is_ok());
+        assert_eq!(lifecycle("cpus = [0, '2']").unwrap().cpus, 0b101);
     }
 
     #[test]
@@ -174,5 +193,9 @@ mod tests {
         assert!(lifecycle("autostart = 2").is_err());
         assert!(lifecycle("cap = 6401").is_err());
         assert!(lifecycle("on_reboot = ['restart']").is_err());
+        assert_eq!(
+            lifecycle("name = 'a'\ncpus = \"1,x\"").unwrap_err(),
+            "l.cfg:2:8: 'cpus': 'x' is not a CPU number or range"
+        );
     }
 }

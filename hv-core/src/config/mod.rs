@@ -14,6 +14,7 @@
 //! - atoms are strings: a quoted `"512"` reads as a number and an unquoted `512` as a string;
 //! - limits against hostile input: [`MAX_FILE_LEN`], [`MAX_STRING_LEN`], [`MAX_DEPTH`].
 
+pub mod cpulist;
 mod devices;
 mod error;
 mod lexer;
