@@ -1,7 +1,10 @@
 //! The guests on the Intel VMX backend: the monitor booted by GRUB under Bochs, whose Skylake-X
 //! CPU has VT-x with EPT. The probe guest gets the architectural results, and the stock Debian
 //! kernel boots with two vCPUs (the second started in real mode by the guest's INIT/SIPI) to its
-//! busybox userspace and powers off, as on SVM under QEMU (`probe.rs`, `linux.rs`). Bochs interprets every instruction, so the Linux guest takes minutes.
+//! busybox userspace and powers off, as on SVM under QEMU (`probe.rs`, `linux.rs`). The Linux
+//! machine has two CPUs, which the monitor brings up: the guest's vCPUs move between them from
+//! slice to slice (VMCLEAR on one, VMPTRLD and VMLAUNCH on the other). Bochs interprets every
+//! instruction, so the Linux guest takes a minute or more.
 
 mod common;
 
@@ -50,10 +53,14 @@ fn vmx_probe_checks_pass_and_the_monitor_logs_unmapped_accesses() {
 #[test]
 fn vmx_linux_boots_to_userspace_and_powers_off() {
     let artifacts = Artifacts::from_env();
-    let boot = Boot::new(&artifacts.hv).on(Emulator::Bochs).memory("512M");
+    let boot = Boot::new(&artifacts.hv)
+        .on(Emulator::Bochs)
+        .memory("512M")
+        .cpus(2);
     let machine = Machine::boot(linux::hvtest_boot(&artifacts, boot, 2))
         .unwrap_or_else(|error| panic!("{error}"));
-    // About two minutes on an unloaded machine; the steps together allow ten.
+    // About one minute on an unloaded machine; the steps together allow eight.
     expect_vmx_backend(&machine);
+    machine.expect("hv: running domains on 2 CPU(s)", seconds(60));
     linux::expect_hvtest_run(&machine, 2, seconds(120), seconds(300));
 }

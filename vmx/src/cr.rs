@@ -14,6 +14,10 @@ pub const CR0_TS: u64 = 1 << 3;
 pub const CR0_ET: u64 = 1 << 4;
 pub const CR0_NW: u64 = 1 << 29;
 pub const CR0_CD: u64 = 1 << 30;
+/// CD and NW, which VM entry and exit leave as they are (SDM Vol. 3C §28.3.2.1, §29.5.1): the
+/// host owns them, so that no guest can turn the CPU's caches off for the host and the other
+/// guests.
+pub const CR0_CACHE_BITS: u64 = CR0_CD | CR0_NW;
 pub const CR0_PG: u64 = 1 << 31;
 /// PE, MP, EM, TS, ET, NE, WP, AM, NW, CD, PG. Writes to the other bits of 31:0 are ignored;
 /// bits 63:32 are reserved and fault.
@@ -93,7 +97,9 @@ impl Rules {
         let lma = value & CR0_PG != 0 && g.efer & EFER_LME != 0;
         Ok(Update {
             shadow: visible,
-            hardware: fix(visible, self.cr0_fixed),
+            // VM entry never loads CD and NW (SDM Vol. 3C §28.3.2.1): the guest's live only in
+            // the read shadow, and the CPU keeps the host's caching.
+            hardware: fix(visible, self.cr0_fixed) & !CR0_CACHE_BITS,
             efer: (g.efer & !EFER_LMA) | if lma { EFER_LMA } else { 0 },
         })
     }
@@ -247,6 +253,20 @@ mod tests {
             "PCIDE outside long mode"
         );
         assert_eq!(r.cr4(&real_mode(), 0).unwrap().hardware, CR4_VMXE);
+    }
+
+    #[test]
+    fn caching_bits_live_in_the_shadow_only() {
+        let r = rules();
+        let g = long_mode();
+        let u = r.cr0(&g, g.cr0 | CR0_CD | CR0_NW).unwrap();
+        assert_eq!(u.shadow & CR0_CACHE_BITS, CR0_CACHE_BITS);
+        assert_eq!(
+            u.hardware & CR0_CACHE_BITS,
+            0,
+            "VM entry would ignore them anyway"
+        );
+        assert_eq!(r.cr0(&g, g.cr0 | CR0_CD).unwrap().shadow & CR0_CD, CR0_CD);
     }
 
     #[test]

@@ -41,11 +41,12 @@ pub struct CrOwnership {
 }
 
 impl CrOwnership {
-    /// The host owns the bits VMX fixes (CR0.NE; CR4.VMXE and any other FIXED0 bit); the guest
-    /// sees them as it set them in its start state.
+    /// The host owns the bits VMX fixes (CR0.NE; CR4.VMXE and any other FIXED0 bit) and the
+    /// CR0 caching bits (`cr::CR0_CACHE_BITS`); the guest sees them as it set them in its start
+    /// state.
     pub fn new(features: &Features, start: &StartState) -> Self {
         Self {
-            cr0_mask: features.cr0_guest_fixed(),
+            cr0_mask: features.cr0_guest_fixed() | crate::cr::CR0_CACHE_BITS,
             cr0_shadow: start.cr0,
             cr4_mask: features.cr4_fixed.0,
             cr4_shadow: start.cr4,
@@ -110,7 +111,10 @@ pub fn start_fields(features: &Features, start: &StartState) -> [(u32, u64); 44]
         (guest::GDTR_BASE, start.gdt_base),
         (guest::GDTR_LIMIT, u64::from(start.gdt_limit)),
         (guest::IDTR_LIMIT, 0),
-        (guest::CR0, fix(start.cr0, cr0_fixed)),
+        (
+            guest::CR0,
+            fix(start.cr0, cr0_fixed) & !crate::cr::CR0_CACHE_BITS,
+        ),
         (guest::CR3, start.cr3),
         (guest::CR4, fix(start.cr4, features.cr4_fixed)),
         (x86::vmx::vmcs::control::CR0_GUEST_HOST_MASK, own.cr0_mask),
@@ -164,7 +168,10 @@ pub fn sipi_fields(vector: u8, cr0_fixed: (u64, u64), cr4_fixed: (u64, u64)) -> 
         (guest::GDTR_LIMIT, limit),
         (guest::IDTR_BASE, 0),
         (guest::IDTR_LIMIT, limit),
-        (guest::CR0, fix(sipi::CR0, cr0_fixed)),
+        (
+            guest::CR0,
+            fix(sipi::CR0, cr0_fixed) & !crate::cr::CR0_CACHE_BITS,
+        ),
         (x86::vmx::vmcs::control::CR0_READ_SHADOW, sipi::CR0),
         (guest::CR3, 0),
         (guest::CR4, fix(0, cr4_fixed)),

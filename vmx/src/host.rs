@@ -96,7 +96,11 @@ macro_rules! read_reg {
 /// `features` must come from `features::detect` on this CPU, called once per CPU. The current
 /// GDT must be the monitor's flat one (code and data descriptors only).
 pub unsafe fn enable(features: &Features) -> Result<HostState, VmFail> {
-    let cr0 = fix(read_reg!("mov {}, cr0"), features.cr0_fixed);
+    // Caches on: firmware may leave CD and NW as reset set them, and VM exits keep them.
+    let cr0 = fix(
+        read_reg!("mov {}, cr0") & !crate::cr::CR0_CACHE_BITS,
+        features.cr0_fixed,
+    );
     let osxsave = if crate::xcr0::supported() != 0 {
         CR4_OSXSAVE
     } else {

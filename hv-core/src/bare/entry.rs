@@ -94,7 +94,9 @@ _start32:
     rdmsr
     or eax, (1 << 8) | (1 << 11)
     wrmsr
+    /* PG, WP and PE on; CD and NW off (caches on, whatever the firmware left) */
     mov eax, cr0
+    and eax, ~((1 << 30) | (1 << 29))
     or eax, (1 << 31) | (1 << 16) | 1
     mov cr0, eax
     lgdt [boot_gdt_ptr]
