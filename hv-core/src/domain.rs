@@ -200,6 +200,15 @@ impl<V: Vcpu> Domain<V> {
         self.activity.len()
     }
 
+    /// Whether vCPU `i` is online (not waiting for a STARTUP IPI), and whether it is halted.
+    pub fn vcpu_status(&self, i: usize) -> (bool, bool) {
+        match self.activity.get(i) {
+            Some(Activity::Running) => (true, false),
+            Some(Activity::Halted) => (true, true),
+            _ => (false, false),
+        }
+    }
+
     /// Makes a vCPU that can run current: the current one while it runs (unless `rotate` asks
     /// for another), else the next in number order that runs or is halted with an interrupt
     /// ready (which ends its halt). False when no vCPU can run: the domain is blocked.

@@ -87,6 +87,20 @@ struct Slot {
     stopped: Option<StopReason>,
     /// The power button was pressed while a CPU ran it: pressed when it comes back.
     press_button: bool,
+    /// The CPU it last ran on, and the CPUs it may run on.
+    cpu: usize,
+    affinity: u64,
+    /// Its vCPUs as they were when it last came back from a CPU, and the current one then.
+    vcpus: Vec<VcpuSeen>,
+    current_vcpu: usize,
+}
+
+/// One vCPU as `vcpu-list` shows it.
+#[derive(Clone, Copy, Default)]
+struct VcpuSeen {
+    online: bool,
+    halted: bool,
+    ran: u64,
 }
 
 impl Slot {
@@ -100,6 +114,22 @@ impl Slot {
 
     fn home(&mut self) -> Option<&mut Core> {
         self.core.as_mut().ok().map(|c| &mut **c)
+    }
+
+    /// Notes its vCPUs' state, from its core.
+    fn see_vcpus(&mut self) {
+        let Ok(core) = &self.core else { return };
+        let vm = &core.guest.vm;
+        self.current_vcpu = vm.current_vcpu();
+        for (i, seen) in self.vcpus.iter_mut().enumerate() {
+            let (online, halted) = vm.vcpu_status(i);
+            let ran = vm.stats.vcpus().get(i).map_or(0, |s| s.ran());
+            *seen = VcpuSeen {
+                online,
+                halted,
+                ran,
+            };
+        }
     }
 }
 
@@ -416,6 +446,7 @@ impl Monitor {
         let waited = self.sched.waited(id);
         let slot = &mut self.slots[i];
         let core = core::mem::replace(&mut slot.core, Err(cpu.index)).ok()?;
+        slot.cpu = cpu.index;
         KICK[cpu.index].store(false, Ordering::Relaxed);
         Some(Job {
             id,
@@ -442,6 +473,7 @@ impl Monitor {
         let s = &mut self.slots[i];
         s.core = Ok(job.core);
         s.cpu_ticks += ran;
+        s.see_vcpus();
         if core::mem::take(&mut s.press_button) {
             self.press_button(i);
         }
@@ -502,6 +534,7 @@ impl Monitor {
             .filter(|t| self.dying.iter().all(|(s, _)| !s.tags.contains(t)))
             .take(known.vm.vcpus as usize)
             .collect();
+        let vcpu_count = tags.len();
         match launch::create(
             &self.backend,
             &mut self.boot,
@@ -527,6 +560,10 @@ impl Monitor {
                     stopped: None,
                     press_button: false,
                     core: Err(0),
+                    cpu: 0,
+                    affinity: cpus,
+                    vcpus: alloc::vec![VcpuSeen::default(); vcpu_count],
+                    current_vcpu: 0,
                 };
                 let core = Core {
                     fpus: slot.tags.iter().map(|_| FpuState::new()).collect(),
@@ -534,10 +571,12 @@ impl Monitor {
                     guest,
                 };
                 self.switch.connect(id, &core.guest.vm.platform);
-                self.slots.push(Slot {
+                let mut slot = Slot {
                     core: Ok(Box::new(core)),
                     ..slot
-                });
+                };
+                slot.see_vcpus();
+                self.slots.push(slot);
                 self.wake_idle_cpus();
                 Some(id)
             }
@@ -730,6 +769,7 @@ impl Monitor {
                     log::info!("domain {name} (id {id}): destroyed");
                 }
             }
+            Command::VcpuList(targets) => self.vcpu_list(&targets),
             Command::Pause(t) => self.set_paused(&t, true),
             Command::Unpause(t) => self.set_paused(&t, false),
             Command::Reboot(t) => {
@@ -892,6 +932,45 @@ impl Monitor {
         say!("{out}");
     }
 
+    /// `vcpu-list`: every guest's vCPUs, or those of the domains named, in the order named.
+    fn vcpu_list(&self, targets: &[Target]) {
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", table::VCPU_LIST_HEADER);
+        if targets.is_empty() {
+            self.slots.iter().for_each(|s| self.vcpu_rows(&mut out, s));
+        }
+        for t in targets {
+            match self.slots.iter().find(|s| t.matches(s.id, &s.name)) {
+                Some(s) => self.vcpu_rows(&mut out, s),
+                None => {
+                    let _ = writeln!(out, "no such domain: {}", target_text(t));
+                }
+            }
+        }
+        say!("{out}");
+    }
+
+    /// A domain's vCPUs as they were when it last came back from a CPU; the current one runs
+    /// while a CPU has the domain.
+    fn vcpu_rows(&self, out: &mut String, s: &Slot) {
+        let away = s.core.is_err();
+        for (i, v) in s.vcpus.iter().enumerate() {
+            let row = table::VcpuRow {
+                name: &s.name,
+                id: s.id,
+                vcpu: i as u32,
+                cpu: v.online.then_some(s.cpu as u32),
+                running: away && i == s.current_vcpu,
+                blocked: v.halted,
+                time_ns: self.ns(v.ran),
+                affinity: s.affinity,
+                nr_cpus: self.cpus.len() as u32,
+            };
+            let _ = table::vcpu_row(out, &row);
+            out.push('\n');
+        }
+    }
+
     fn info(&self) {
         let guests: u64 = self.slots.iter().map(|s| s.memory_mib).sum();
         let free = self.boot.frames.free_bytes() >> 20;
@@ -1024,7 +1103,8 @@ fn run_slice(
     }
     let smp = vm.vcpu_count() > 1;
     let turn = timer.tsc_hz / 1000 * VCPU_TURN_MS;
-    let mut turn_end = rdtsc().saturating_add(turn);
+    let mut turn_start = rdtsc();
+    let mut turn_end = turn_start.saturating_add(turn);
     fpus[vm.current_vcpu()].load();
     let next = loop {
         let now = rdtsc();
@@ -1069,12 +1149,20 @@ fn run_slice(
             if vm.current_vcpu() != before {
                 fpus[before].save();
                 fpus[vm.current_vcpu()].load();
+                vm.stats
+                    .vcpu_mut(before)
+                    .add_run(now.saturating_sub(turn_start));
+                turn_start = now;
             }
             turn_end = now.saturating_add(turn);
         }
     };
-    fpus[vm.current_vcpu()].save();
+    let cur = vm.current_vcpu();
+    fpus[cur].save();
     vm.vcpu.release();
+    vm.stats
+        .vcpu_mut(cur)
+        .add_run(rdtsc().saturating_sub(turn_start));
     next
 }
 

@@ -44,6 +44,8 @@ pub struct VcpuStats {
     slots: [Counter; SLOTS],
     /// The code counted in the shared slot most recently.
     other_raw: u32,
+    /// TSC ticks the vCPU has run, its exits included.
+    ran: u64,
 }
 
 impl Default for VcpuStats {
@@ -60,7 +62,18 @@ impl VcpuStats {
                 cycles: 0,
             }; SLOTS],
             other_raw: 0,
+            ran: 0,
         }
+    }
+
+    /// Adds a turn of `ticks` on a CPU to the vCPU's run time.
+    pub fn add_run(&mut self, ticks: u64) {
+        self.ran = self.ran.saturating_add(ticks);
+    }
+
+    /// TSC ticks the vCPU has run.
+    pub fn ran(&self) -> u64 {
+        self.ran
     }
 
     /// Counts one exit with code `raw` that took `cycles` to handle.

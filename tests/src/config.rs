@@ -19,6 +19,8 @@ pub struct VmConfig {
     pub kind: Option<String>,
     /// Boot modules handed to the guest, each `NAME ARGS`.
     pub modules: Vec<String>,
+    /// The physical CPUs it may run on (`cpus`, an xl CPU list), if set.
+    pub cpus: Option<String>,
 }
 
 impl VmConfig {
@@ -36,6 +38,7 @@ impl VmConfig {
             ),
             kind: None,
             modules: Vec::new(),
+            cpus: None,
         }
     }
 
@@ -50,7 +53,14 @@ impl VmConfig {
             extra: None,
             kind: None,
             modules: Vec::new(),
+            cpus: None,
         }
+    }
+
+    /// Pins it to the physical CPUs of the xl CPU list `list`.
+    pub fn with_cpus(mut self, list: &str) -> Self {
+        self.cpus = Some(list.to_owned());
+        self
     }
 
     /// Appends `words` to the kernel command line.
@@ -94,6 +104,9 @@ impl VmConfig {
         writeln!(text, "vcpus = {}", self.vcpus).map_err(|e| e.to_string())?;
         if let Some(kind) = &self.kind {
             string_line(&mut text, "type", kind)?;
+        }
+        if let Some(cpus) = &self.cpus {
+            string_line(&mut text, "cpus", cpus)?;
         }
         if !self.modules.is_empty() {
             let mut items = Vec::with_capacity(self.modules.len());

@@ -79,6 +79,7 @@ fn vm(name: &str, memory_mib: u32, extra: &str) -> String {
         extra: Some(extra.into()),
         kind: None,
         modules: Vec::new(),
+        cpus: None,
     };
     let mut text = config.render().unwrap_or_else(|e| panic!("{e}"));
     // A reset must end the attacker, not start it again with the same attack.

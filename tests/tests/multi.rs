@@ -6,13 +6,17 @@
 //! `list` shows them and `nproc` in the guest prints 2.
 //!
 //! The machine has two CPUs (QEMU `-smp 2`), which the monitor brings up from the MADT: `info`
-//! shows both and `list` gives the monitor (Domain-0) two.
+//! shows both and `list` gives the monitor (Domain-0) two. Guest `c` is pinned to CPU 1
+//! (`cpus = "1"`), which `vcpu-list` shows for both its vCPUs.
 //!
-//! Fairness: guest `c` spins forever (one thread) while `a` and `b`, alike but for their memory,
-//! each run the same CPU-bound busybox loop and time it with /proc/uptime. (A 2-vCPU Linux does
-//! more work of its own beside a job, its timer ticks and IPIs on the other vCPU, so the two
-//! jobs run in the two 1-vCPU guests.) All three have the default weight and a domain runs on
-//! one CPU at a time, so each should get two thirds of a CPU:
+//! Fairness: guest `c` spins forever (one thread) while `a` and `b`, alike but for their memory
+//! and both free to run on either CPU, each run the same CPU-bound busybox loop and time it with
+//! /proc/uptime. (A 2-vCPU Linux does more work of its own beside a job, its timer ticks and
+//! IPIs on the other vCPU, so the two jobs run in the two 1-vCPU guests.) All three have the
+//! default weight and a domain runs on one CPU at a time, so each should get two thirds of a
+//! CPU. The pinned hog gets CPU 1 whenever neither job is there, so it may get more than its
+//! share, up to all of CPU 1 (the jobs then take twice as long as alone), but never at the
+//! expense of one job more than the other:
 //! - the two completion times may differ by at most 25% of the longer one. The ideal is 0; the
 //!   jobs are started one after the other through the console (up to about a second apart, out
 //!   of several seconds), and for that stretch the first job competes with one domain for two
@@ -20,7 +24,7 @@
 //!   (30 ms) are far finer;
 //! - each must take at most 2.5 times as long as the same job alone (`b` alone, measured first,
 //!   with `a` and `c` idle, so on one CPU, as a domain's one vCPU never gets more). The ideal is
-//!   1.5; the rest allows for the monitor's own work, the guests' timer interrupts and TCG's
+//!   1.5 (2 if the hog holds all of CPU 1); the rest allows for the monitor's own work, the guests' timer interrupts and TCG's
 //!   uneven speed, with the two emulated CPUs as two threads on a shared host. On one CPU the
 //!   ideal would be 3, so this also shows that both CPUs run guests;
 //! - and at least 1.2 times as long, or the hog did not really compete;
@@ -132,7 +136,7 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
         .image("initramfs.cpio", &artifacts.initrd)
         .config(guest("a", 128, 1))
         .config(guest("b", 160, 1))
-        .config(guest("c", 192, 2))
+        .config(guest("c", 192, 2).with_cpus("1"))
         .raw_config("broken.cfg", BROKEN)
         .cpus(2);
     let m = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
@@ -165,6 +169,22 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     expect_row("a", "1", "128", "1");
     expect_row("b", "2", "160", "1");
     expect_row("c", "3", "192", "2");
+
+    // vcpu-list: c is pinned to CPU 1 (`cpus = "1"`), both its vCPUs; a may run anywhere.
+    // Columns: Name, ID, VCPU, CPU, State, Time(s), hard affinity, '/', soft affinity.
+    line(&m, "vcpu-list c a");
+    for vcpu in 0..2 {
+        let r = m.expect_line(&format!("c{}3     {vcpu}", " ".repeat(36)), seconds(10));
+        let f: Vec<&str> = r.split_whitespace().collect();
+        assert_eq!(
+            (f[3], f[6], f[8]),
+            ("1", "1", "all"),
+            "c runs on CPU 1 only: {r}"
+        );
+    }
+    let r = m.expect_line(&format!("a{}1     0", " ".repeat(36)), seconds(10));
+    assert!(r.trim_end().ends_with("all / all"), "{r}");
+    m.expect(PROMPT, seconds(10));
 
     // Into b's console and back.
     attach(&m, "b");

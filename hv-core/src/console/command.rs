@@ -55,6 +55,8 @@ pub enum Command {
     Pause(Target),
     Unpause(Target),
     Reboot(Target),
+    /// `vcpu-list [NAME|ID...]`: the vCPUs of these domains, or of all.
+    VcpuList(Vec<Target>),
     /// `top [-b] [-i N] [-d SECS]`: without `-i`, batch mode prints forever and interactive
     /// mode refreshes until a key is pressed.
     Top {
@@ -90,6 +92,7 @@ pause NAME|ID             stop scheduling a guest
 unpause NAME|ID           schedule it again
 reboot NAME|ID            destroy a guest and create it again from its config
 top [-b] [-i N] [-d SECS] domains' CPU and memory use (as xentop); a key stops it
+vcpu-list [NAME|ID...]    each guest vCPU's CPU, state, time and CPUs it may use
 info                      the host and the monitor
 dmesg                     the monitor's recent log
 trace [on|off|dom ID|dom all|class MASK]  the exit trace at run time
@@ -135,6 +138,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "unpause" => one_target(name, args).map(Command::Unpause),
         "reboot" => one_target(name, args).map(Command::Reboot),
         "top" => top(args),
+        "vcpu-list" => Ok(Command::VcpuList(
+            args.iter().map(|a| Target::parse(a)).collect(),
+        )),
         "trace" => trace(args).map(Command::Trace),
         _ => Err(format!("unknown command '{name}'; 'help' lists them")),
     }
@@ -222,6 +228,18 @@ fn top(args: &[&str]) -> Result<Command, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vcpu_list_takes_any_number_of_domains() {
+        assert_eq!(parse("vcpu-list"), Ok(Command::VcpuList(Vec::new())));
+        assert_eq!(
+            parse("vcpu-list web 3"),
+            Ok(Command::VcpuList(alloc::vec![
+                Target::Name("web".into()),
+                Target::Id(3)
+            ]))
+        );
+    }
 
     fn name(n: &str) -> Target {
         Target::Name(n.into())

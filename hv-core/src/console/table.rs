@@ -171,9 +171,139 @@ pub fn cpu_permille(delta_ns: u64, interval_ns: u64) -> u64 {
     tenths(delta_ns.saturating_mul(100), interval_ns)
 }
 
+/// `xl vcpu-list`'s header (`tools/xl/xl_vcpu.c`).
+pub const VCPU_LIST_HEADER: &str =
+    "Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)";
+
+/// One vCPU as `vcpu-list` shows it.
+pub struct VcpuRow<'a> {
+    pub name: &'a str,
+    pub id: u32,
+    pub vcpu: u32,
+    /// The CPU it runs or last ran on; `None` while it is offline (waiting for a STARTUP IPI).
+    pub cpu: Option<u32>,
+    pub running: bool,
+    pub blocked: bool,
+    pub time_ns: u64,
+    /// The CPUs it may run on (bit n is CPU n).
+    pub affinity: u64,
+    /// The CPUs the monitor has.
+    pub nr_cpus: u32,
+}
+
+/// One `vcpu-list` row, as `xl vcpu-list` prints it: an offline vCPU shows `-` for its CPU and
+/// `--p` for its state; the soft affinity is always `all`.
+pub fn vcpu_row(w: &mut impl Write, v: &VcpuRow) -> fmt::Result {
+    write!(w, "{:<32} {:>5} {:>5}", v.name, v.id, v.vcpu)?;
+    match v.cpu {
+        None => w.write_str("    -   --p ")?,
+        Some(cpu) => write!(
+            w,
+            "{cpu:>5} {:>3}{}- ",
+            flag(v.running, 'r'),
+            flag(v.blocked, 'b')
+        )?,
+    }
+    let time = Tenths {
+        value: tenths(v.time_ns, 1_000_000_000),
+        width: 9,
+    };
+    write!(w, "{time}  ")?;
+    cpu_bitmap(w, v.affinity, v.nr_cpus)?;
+    w.write_str(" / all")
+}
+
+/// The CPUs of `mask` below `nr_cpus` as xl's `print_bitmap` writes them: `all` when every one
+/// is set, `none` when none is, otherwise ranges such as `0-2,5`.
+pub fn cpu_bitmap(w: &mut impl Write, mask: u64, nr_cpus: u32) -> fmt::Result {
+    let n = nr_cpus.min(64);
+    let set = |i: u32| i < n && mask & (1 << i) != 0;
+    if (0..n).all(set) && n > 0 {
+        return w.write_str("all");
+    }
+    if !(0..n).any(set) {
+        return w.write_str("none");
+    }
+    let mut first = true;
+    let mut i = 0;
+    while i < n {
+        if !set(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while set(i + 1) {
+            i += 1;
+        }
+        w.write_str(if first { "" } else { "," })?;
+        first = false;
+        if i > start {
+            write!(w, "{start}-{i}")?;
+        } else {
+            write!(w, "{start}")?;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bitmap(mask: u64, n: u32) -> String {
+        let mut s = String::new();
+        cpu_bitmap(&mut s, mask, n).unwrap();
+        s
+    }
+
+    #[test]
+    fn cpu_bitmaps_read_as_xl_prints_them() {
+        assert_eq!(bitmap(u64::MAX, 2), "all");
+        assert_eq!(bitmap(0b11, 2), "all");
+        assert_eq!(bitmap(0b10, 2), "1");
+        assert_eq!(bitmap(0b100, 2), "none", "beyond the CPUs there are");
+        assert_eq!(bitmap(0b10_0111, 8), "0-2,5");
+        assert_eq!(bitmap(0b1010, 4), "1,3");
+        assert_eq!(bitmap(u64::MAX, 64), "all");
+    }
+
+    /// The expected strings are what xl's printf formats give for the same values.
+    #[test]
+    fn vcpu_rows_have_xls_columns() {
+        let mut out = String::new();
+        let row = VcpuRow {
+            name: "web",
+            id: 3,
+            vcpu: 1,
+            cpu: Some(1),
+            running: true,
+            blocked: false,
+            time_ns: 12_340_000_000,
+            affinity: 0b10,
+            nr_cpus: 2,
+        };
+        vcpu_row(&mut out, &row).unwrap();
+        assert_eq!(
+            out,
+            "web                                  3     1    1   r--      12.3  1 / all"
+        );
+        let mut out = String::new();
+        vcpu_row(
+            &mut out,
+            &VcpuRow {
+                cpu: None,
+                running: false,
+                affinity: u64::MAX,
+                ..row
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "web                                  3     1    -   --p      12.3  all / all"
+        );
+    }
     use alloc::string::String;
 
     fn row(name: &str, id: u32, state: State, cpu_ns: u64) -> Row<'_> {
