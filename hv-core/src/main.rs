@@ -64,9 +64,10 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     profile::init(boot.cmdline, timer.tsc_hz, &backend);
     phy::probe(timer.tsc_hz);
     let known = read_configs(&boot);
+    let rsdp = boot.rsdp;
     let monitor = scheduler::Monitor::new(backend, boot, timer, known, HEAP_SIZE);
     scheduler::run(monitor, |tsc_hz| {
-        let ids = smp::cpus();
+        let ids = smp::cpus(rsdp);
         smp::start_others(&ids, other_cpu, tsc_hz)
             .into_iter()
             .map(|index| scheduler::CpuId {

@@ -770,6 +770,7 @@ impl Monitor {
                 }
             }
             Command::VcpuList(targets) => self.vcpu_list(&targets),
+            Command::VcpuPin { target, cpus } => self.pin(&target, cpus),
             Command::Pause(t) => self.set_paused(&t, true),
             Command::Unpause(t) => self.set_paused(&t, false),
             Command::Reboot(t) => {
@@ -930,6 +931,28 @@ impl Monitor {
             out.push('\n');
         }
         say!("{out}");
+    }
+
+    /// `vcpu-pin`: domain `t` runs only on `cpus` from now on; if a CPU outside them runs it,
+    /// that CPU is asked to end its slice.
+    fn pin(&mut self, t: &Target, cpus: u64) {
+        let Some(i) = self.target(t) else { return };
+        let mask = cpus & self.cpu_mask();
+        if mask == 0 {
+            return say!(
+                "those CPUs are none of the monitor's {} (0-{})\n",
+                self.cpus.len(),
+                self.cpus.len() - 1
+            );
+        }
+        let s = &mut self.slots[i];
+        s.affinity = mask;
+        self.sched.set_affinity(s.id, mask);
+        if let Err(cpu) = s.core {
+            if mask & (1 << cpu) == 0 {
+                self.kick(cpu);
+            }
+        }
     }
 
     /// `vcpu-list`: every guest's vCPUs, or those of the domains named, in the order named.

@@ -1,22 +1,20 @@
 //! Three stock Linux guests at once under the monitor, driven through its serial console as a
 //! person would: `list`, `console` and Ctrl-], CPU fairness under a CPU hog, `shutdown` by the
-//! ACPI power button, `destroy`, and a broken config reported while the others keep running.
+//! ACPI power button, `destroy`, and a broken config (and one pinned to a CPU the machine does
+//! not have) reported while the others keep running.
 //!
 //! Guest `c` has two vCPUs (started by the guest through INIT/SIPI on its emulated local APICs):
 //! `list` shows them and `nproc` in the guest prints 2.
 //!
 //! The machine has two CPUs (QEMU `-smp 2`), which the monitor brings up from the MADT: `info`
-//! shows both and `list` gives the monitor (Domain-0) two. Guest `c` is pinned to CPU 1
-//! (`cpus = "1"`), which `vcpu-list` shows for both its vCPUs.
+//! shows both and `list` gives the monitor (Domain-0) two. After the fairness runs, `vcpu-pin`
+//! pins guest `c` to CPU 1, which `vcpu-list` then shows for both its vCPUs.
 //!
-//! Fairness: guest `c` spins forever (one thread) while `a` and `b`, alike but for their memory
-//! and both free to run on either CPU, each run the same CPU-bound busybox loop and time it with
-//! /proc/uptime. (A 2-vCPU Linux does more work of its own beside a job, its timer ticks and
-//! IPIs on the other vCPU, so the two jobs run in the two 1-vCPU guests.) All three have the
-//! default weight and a domain runs on one CPU at a time, so each should get two thirds of a
-//! CPU. The pinned hog gets CPU 1 whenever neither job is there, so it may get more than its
-//! share, up to all of CPU 1 (the jobs then take twice as long as alone), but never at the
-//! expense of one job more than the other:
+//! Fairness: guest `c` spins forever (one thread) while `a` and `b`, alike but for their memory,
+//! each run the same CPU-bound busybox loop and time it with /proc/uptime. (A 2-vCPU Linux does
+//! more work of its own beside a job, its timer ticks and IPIs on the other vCPU, so the two
+//! jobs run in the two 1-vCPU guests.) All three have the default weight and a domain runs on
+//! one CPU at a time, so each should get two thirds of a CPU:
 //! - the two completion times may differ by at most 25% of the longer one. The ideal is 0; the
 //!   jobs are started one after the other through the console (up to about a second apart, out
 //!   of several seconds), and for that stretch the first job competes with one domain for two
@@ -24,7 +22,7 @@
 //!   (30 ms) are far finer;
 //! - each must take at most 2.5 times as long as the same job alone (`b` alone, measured first,
 //!   with `a` and `c` idle, so on one CPU, as a domain's one vCPU never gets more). The ideal is
-//!   1.5 (2 if the hog holds all of CPU 1); the rest allows for the monitor's own work, the guests' timer interrupts and TCG's
+//!   1.5; the rest allows for the monitor's own work, the guests' timer interrupts and TCG's
 //!   uneven speed, with the two emulated CPUs as two threads on a shared host. On one CPU the
 //!   ideal would be 3, so this also shows that both CPUs run guests;
 //! - and at least 1.2 times as long, or the hog did not really compete;
@@ -136,7 +134,8 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
         .image("initramfs.cpio", &artifacts.initrd)
         .config(guest("a", 128, 1))
         .config(guest("b", 160, 1))
-        .config(guest("c", 192, 2).with_cpus("1"))
+        .config(guest("c", 192, 2))
+        .config(guest("d", 64, 1).with_cpus("5"))
         .raw_config("broken.cfg", BROKEN)
         .cpus(2);
     let m = Machine::boot(boot).unwrap_or_else(|error| panic!("{error}"));
@@ -147,6 +146,11 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
         seconds(60),
     );
     m.expect("hv: domain c (id 3): 192 MiB", seconds(60));
+    // A config pinned to a CPU the machine does not have is refused, naming the file.
+    m.expect(
+        "d.cfg: 'cpus' names none of the monitor's 2 CPU(s) (0-1)",
+        seconds(60),
+    );
     // The console starts attached to the first guest.
     m.expect("HVTEST: userspace up", seconds(300));
     detach(&m);
@@ -169,22 +173,6 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     expect_row("a", "1", "128", "1");
     expect_row("b", "2", "160", "1");
     expect_row("c", "3", "192", "2");
-
-    // vcpu-list: c is pinned to CPU 1 (`cpus = "1"`), both its vCPUs; a may run anywhere.
-    // Columns: Name, ID, VCPU, CPU, State, Time(s), hard affinity, '/', soft affinity.
-    line(&m, "vcpu-list c a");
-    for vcpu in 0..2 {
-        let r = m.expect_line(&format!("c{}3     {vcpu}", " ".repeat(36)), seconds(10));
-        let f: Vec<&str> = r.split_whitespace().collect();
-        assert_eq!(
-            (f[3], f[6], f[8]),
-            ("1", "1", "all"),
-            "c runs on CPU 1 only: {r}"
-        );
-    }
-    let r = m.expect_line(&format!("a{}1     0", " ".repeat(36)), seconds(10));
-    assert!(r.trim_end().ends_with("all / all"), "{r}");
-    m.expect(PROMPT, seconds(10));
 
     // Into b's console and back.
     attach(&m, "b");
@@ -269,6 +257,25 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     assert!(c_pct > 50.0, "the hog alone uses a CPU: {c_top}");
     m.expect(PROMPT, seconds(30));
 
+    // vcpu-pin: the hog moves to CPU 1 and stays there, both its vCPUs; a may run anywhere.
+    // vcpu-list's columns: Name, ID, VCPU, CPU, State, Time(s), hard affinity, '/', soft.
+    line(&m, "vcpu-pin c all 1");
+    m.expect(PROMPT, seconds(10));
+    std::thread::sleep(Duration::from_secs(1));
+    line(&m, "vcpu-list c a");
+    for vcpu in 0..2 {
+        let r = m.expect_line(&format!("c{}3     {vcpu}", " ".repeat(36)), seconds(10));
+        let f: Vec<&str> = r.split_whitespace().collect();
+        assert_eq!(
+            (f[3], f[6], f[8]),
+            ("1", "1", "all"),
+            "c runs on CPU 1 only: {r}"
+        );
+    }
+    let r = m.expect_line(&format!("a{}1     0", " ".repeat(36)), seconds(10));
+    assert!(r.trim_end().ends_with("all / all"), "{r}");
+    m.expect(PROMPT, seconds(10));
+
     // shutdown: the guest's own power-down messages, then it leaves the list.
     line(&m, "shutdown c -w");
     m.expect("acpid: power button pressed", seconds(120));
@@ -285,9 +292,14 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     assert!(row(&rows, "a").is_none(), "a is still listed: {rows:#?}");
     assert!(row(&rows, "b").is_some(), "b is gone: {rows:#?}");
 
-    // The broken config cannot be created, and b still runs.
+    // The broken config cannot be created, nor the one pinned to CPU 5, and b still runs.
     line(&m, "create broken");
     m.expect("no config named 'broken'", seconds(10));
+    line(&m, "create d");
+    m.expect(
+        "d.cfg: 'cpus' names none of the monitor's 2 CPU(s) (0-1)",
+        seconds(10),
+    );
     attach(&m, "b");
     detach(&m);
 }

@@ -13,6 +13,9 @@ pub struct BootInfo {
     pub cmdline: &'static str,
     pub frames: FrameAllocator,
     pub modules: [Option<Module<'static>>; MAX_MODULES],
+    /// Where the loader's copy of the ACPI RSDP is (multiboot2's RSDP tags, which UEFI boots
+    /// need: there is no BIOS area to search).
+    pub rsdp: Option<u64>,
 }
 
 extern "C" {
@@ -56,6 +59,7 @@ impl BootInfo {
             cmdline: "",
             frames: FrameAllocator::new(),
             modules: [None; MAX_MODULES],
+            rsdp: None,
         }
     }
 
@@ -161,6 +165,11 @@ fn parse_mb2(info: u64) -> Option<BootInfo> {
             cmdline,
         );
     }
+    // The RSDP follows the tag's 8-byte header (Multiboot2 §3.6.15-16); the boot information
+    // stays reserved, so the copy stays readable.
+    let v2 = mb.rsdp_v2_tag().map(|t| t as *const _ as u64 + 8);
+    let v1 = mb.rsdp_v1_tag().map(|t| t as *const _ as u64 + 8);
+    boot.rsdp = v2.or(v1);
     let len = mb.total_size() as u64;
     boot.reserve_boot(info, len);
     Some(boot)

@@ -160,13 +160,19 @@ impl AcpiHandler for Identity {
 }
 
 /// The local APIC IDs of the usable CPUs the MADT lists (enabled, or online-capable), this one
-/// first; just this one when there is no MADT or it cannot be read.
-pub fn cpus() -> Vec<u8> {
+/// first; just this one when there is no MADT or it cannot be read. The RSDP is at `rsdp` when
+/// the boot loader gave it, otherwise found in the BIOS area.
+pub fn cpus(rsdp: Option<u64>) -> Vec<u8> {
     let me = lapic::id();
     let mut ids = alloc::vec![me];
-    // SAFETY: the monitor boots through a BIOS-compatible loader; the search reads the EBDA
-    // and the BIOS area, which are identity-mapped.
-    let tables = match unsafe { AcpiTables::search_for_rsdp_bios(Identity) } {
+    let tables = match rsdp {
+        // SAFETY: the loader's RSDP copy lies in the reserved, identity-mapped boot information.
+        Some(at) => unsafe { AcpiTables::from_rsdp(Identity, at as usize) },
+        // SAFETY: without the loader's copy the firmware is a BIOS; the search reads the EBDA
+        // and the BIOS area, which are identity-mapped.
+        None => unsafe { AcpiTables::search_for_rsdp_bios(Identity) },
+    };
+    let tables = match tables {
         Ok(t) => t,
         Err(e) => {
             log::warn!("no ACPI tables ({e:?}): running on the boot CPU only");

@@ -57,6 +57,11 @@ pub enum Command {
     Reboot(Target),
     /// `vcpu-list [NAME|ID...]`: the vCPUs of these domains, or of all.
     VcpuList(Vec<Target>),
+    /// `vcpu-pin NAME|ID all CPUS [SOFT]`: the CPUs (bit n is CPU n) the domain may run on.
+    VcpuPin {
+        target: Target,
+        cpus: u64,
+    },
     /// `top [-b] [-i N] [-d SECS]`: without `-i`, batch mode prints forever and interactive
     /// mode refreshes until a key is pressed.
     Top {
@@ -93,6 +98,7 @@ unpause NAME|ID           schedule it again
 reboot NAME|ID            destroy a guest and create it again from its config
 top [-b] [-i N] [-d SECS] domains' CPU and memory use (as xentop); a key stops it
 vcpu-list [NAME|ID...]    each guest vCPU's CPU, state, time and CPUs it may use
+vcpu-pin NAME|ID all CPUS pin a guest to CPUS (an xl CPU list: 1, 0-3,^2, all)
 info                      the host and the monitor
 dmesg                     the monitor's recent log
 trace [on|off|dom ID|dom all|class MASK]  the exit trace at run time
@@ -138,6 +144,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "unpause" => one_target(name, args).map(Command::Unpause),
         "reboot" => one_target(name, args).map(Command::Reboot),
         "top" => top(args),
+        "vcpu-pin" => vcpu_pin(args),
         "vcpu-list" => Ok(Command::VcpuList(
             args.iter().map(|a| Target::parse(a)).collect(),
         )),
@@ -178,6 +185,30 @@ fn one_target(command: &str, args: &[&str]) -> Result<Target, String> {
         [vm] if !vm.starts_with('-') => Ok(Target::parse(vm)),
         _ => Err(usage(command, "NAME|ID")),
     }
+}
+
+/// `vcpu-pin NAME|ID all CPUS [SOFT]`. A domain runs on one CPU at a time, so its vCPUs share
+/// one hard affinity (`all`); soft affinity is not kept, so only `all` or `-` is taken for it.
+fn vcpu_pin(args: &[&str]) -> Result<Command, String> {
+    let (vm, vcpu, hard, soft) = match args {
+        [vm, vcpu, hard] => (vm, vcpu, hard, None),
+        [vm, vcpu, hard, soft] => (vm, vcpu, hard, Some(soft)),
+        _ => return Err(usage("vcpu-pin", "NAME|ID all CPUS")),
+    };
+    if *vcpu != "all" {
+        return Err(format!(
+            "a guest's vCPUs share its CPUs (it runs on one at a time): give 'all', not '{vcpu}'"
+        ));
+    }
+    if soft.is_some_and(|s| !matches!(*s, "all" | "-")) {
+        return Err("soft affinity is not supported; give 'all' or leave it out".into());
+    }
+    let cpus = crate::config::cpulist::cpu_mask(&crate::config::Value::Str((*hard).into()))
+        .map_err(|e| format!("vcpu-pin: {e}"))?;
+    Ok(Command::VcpuPin {
+        target: Target::parse(vm),
+        cpus,
+    })
 }
 
 fn trace(args: &[&str]) -> Result<TraceSetting, String> {
@@ -228,6 +259,33 @@ fn top(args: &[&str]) -> Result<Command, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vcpu_pin_takes_a_domain_all_and_a_cpu_list() {
+        assert_eq!(
+            parse("vcpu-pin web all 1"),
+            Ok(Command::VcpuPin {
+                target: Target::Name("web".into()),
+                cpus: 0b10
+            })
+        );
+        assert_eq!(
+            parse("vcpu-pin 3 all 0-3,^1 all"),
+            Ok(Command::VcpuPin {
+                target: Target::Id(3),
+                cpus: 0b1101
+            })
+        );
+        assert!(parse("vcpu-pin web 0 1")
+            .unwrap_err()
+            .contains("give 'all'"));
+        assert!(parse("vcpu-pin web all 1 2").unwrap_err().contains("soft"));
+        assert_eq!(
+            parse("vcpu-pin web all 99"),
+            Err("vcpu-pin: CPU 99 is beyond the 64 the monitor supports".into())
+        );
+        assert!(parse("vcpu-pin web").unwrap_err().starts_with("usage"));
+    }
 
     #[test]
     fn vcpu_list_takes_any_number_of_domains() {
