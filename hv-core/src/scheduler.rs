@@ -190,6 +190,9 @@ pub struct Monitor {
     cpus: Vec<CpuId>,
     /// The CPUs (by index) asleep with nothing to run.
     idle: u64,
+    /// CPUs wake each other with IPIs; without them (`lapic::ipis_unsafe`) a sleeping CPU
+    /// notices new work at its next timer (within a slice) and a kicked one at its next exit.
+    ipis: bool,
     next_id: u32,
     mode: Mode,
     editor: LineEditor,
@@ -232,6 +235,7 @@ impl Monitor {
                 apic_id: lapic::id(),
             }],
             idle: 0,
+            ipis: !lapic::ipis_unsafe(),
             next_id: 1,
             mode: Mode::Prompt,
             editor: LineEditor::new(),
@@ -275,7 +279,15 @@ pub fn run(mut m: Monitor, up: impl FnOnce(u64) -> Vec<CpuId>) -> ! {
     with_monitor(|m| {
         m.cpus.extend(others);
         m.sched = Sched::new(tsc_hz, rdtsc(), m.cpus.len() as u32);
-        log::info!("running domains on {} CPU(s)", m.cpus.len());
+        log::info!(
+            "running domains on {} CPU(s){}",
+            m.cpus.len(),
+            if m.ipis || m.cpus.len() == 1 {
+                ""
+            } else {
+                ", without wake-up IPIs (QEMU TCG)"
+            }
+        );
         m.autostart();
     });
     GO.store(true, Ordering::Release);
@@ -508,6 +520,9 @@ impl Monitor {
 
     /// Wakes the CPUs asleep with nothing to run: a domain may have become runnable.
     fn wake_idle_cpus(&mut self) {
+        if !self.ipis {
+            return;
+        }
         for c in &self.cpus {
             if self.idle & (1 << c.index) != 0 {
                 lapic::send_fixed(c.apic_id, WAKE_VECTOR);
@@ -611,6 +626,9 @@ impl Monitor {
     /// Asks CPU `index` to end the slice it runs.
     fn kick(&self, index: usize) {
         KICK[index].store(true, Ordering::Relaxed);
+        if !self.ipis {
+            return;
+        }
         if let Some(c) = self.cpus.iter().find(|c| c.index == index) {
             lapic::send_fixed(c.apic_id, WAKE_VECTOR);
         }

@@ -145,6 +145,7 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
         "broken.cfg:3:10: expected a value after '=', found '='",
         seconds(60),
     );
+    m.expect("hv: running domains on 2 CPU(s)", seconds(60));
     m.expect("hv: domain c (id 3): 192 MiB", seconds(60));
     // A config pinned to a CPU the machine does not have is refused, naming the file.
     m.expect(
