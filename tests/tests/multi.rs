@@ -20,13 +20,17 @@
 //!   of several seconds), and for that stretch the first job competes with one domain for two
 //!   CPUs instead of two, as the second does at its end; slices (10 ms) and credit periods
 //!   (30 ms) are far finer;
-//! - each must take at most 2.5 times as long as the same job alone (`b` alone, measured first,
+//! - each must take at most 3 times as long as the same job alone (`b` alone, measured first,
 //!   with `a` and `c` idle, so on one CPU, as a domain's one vCPU never gets more). The ideal is
-//!   1.5; the rest allows for the monitor's own work, the guests' timer interrupts and TCG's
-//!   uneven speed, with the two emulated CPUs as two threads on a shared host. On one CPU the
-//!   ideal would be 3, so this also shows that both CPUs run guests;
-//! - and at least 1.2 times as long, or the hog did not really compete;
-//! - and `b`'s kernel accounts the time it waited as steal time in /proc/stat.
+//!   1.5; the rest allows for the monitor's own work, the guests' timer interrupts, TCG's uneven
+//!   speed and above all the host: the two emulated CPUs are two threads on a shared 2-core
+//!   machine, and the job alone and the jobs beside the hog run seconds apart, under whatever
+//!   else the machine runs then (a loaded machine has doubled the time alone);
+//! - each job's kernel counts between 10% and 60% of the job's time as stolen (KVM's steal
+//!   time, from /proc/stat): the time its vCPU waited while the others ran. The ideal is a third
+//!   (two thirds of a CPU); at least 10% shows the hog competed, at most 60% that the job got
+//!   its share. Unlike the times, these shares come from one domain's own clock within one run,
+//!   so the host's load does not move them.
 
 use std::time::Duration;
 
@@ -81,29 +85,43 @@ fn attach(m: &Machine, name: &str) {
     }
 }
 
-/// Defines `j TAG`: the fixed CPU-bound job, printing `JOB-DONE TAG <milliseconds>`. The
-/// literal `JOB-DONE` never appears in the echoed command, only in the job's output.
+/// Defines `j TAG`: the fixed CPU-bound job, printing `JOB-DONE TAG <milliseconds> <steal
+/// milliseconds>`: how long it took by /proc/uptime, and how much of that the guest's kernel
+/// counted as stolen (the steal column of /proc/stat's `cpu` line, in 10 ms ticks), the time
+/// its vCPU waited while other domains ran. The literal `JOB-DONE` never appears in the
+/// echoed command, only in the job's output.
 fn define_job(m: &Machine) {
+    line(m, "st() { awk '/^cpu /{print $9}' /proc/stat; }");
     line(
         m,
         &format!(
-            "j() {{ s=$(cut -d' ' -f1 /proc/uptime); i=0; while [ $i -lt {JOB_LOOPS} ]; do \
-             i=$((i+1)); done; e=$(cut -d' ' -f1 /proc/uptime); awk -v t=$1 -v s=$s -v e=$e \
-             'BEGIN{{printf \"JOB-%s %s %d\\n\", \"DONE\", t, (e-s)*1000}}'; }}"
+            "j() {{ s=$(cut -d' ' -f1 /proc/uptime); a=$(st); i=0; while [ $i -lt {JOB_LOOPS} ]; \
+             do i=$((i+1)); done; e=$(cut -d' ' -f1 /proc/uptime); b=$(st); awk -v t=$1 -v s=$s \
+             -v e=$e -v a=$a -v b=$b 'BEGIN{{printf \"JOB-%s %s %d %d\\n\", \"DONE\", t, \
+             (e-s)*1000, (b-a)*10}}'; }}"
         ),
     );
 }
 
-/// Waits for the result of the job tagged `tag` and returns its duration in milliseconds.
-fn job_ms(m: &Machine, tag: &str, timeout: Duration) -> u64 {
+/// A job's result: its duration and the steal time within it, in milliseconds.
+struct Job {
+    ms: u64,
+    steal_ms: u64,
+}
+
+/// Waits for the result of the job tagged `tag`.
+fn job(m: &Machine, tag: &str, timeout: Duration) -> Job {
     let done = m.expect_line(&format!("JOB-DONE {tag} "), timeout);
-    let ms = done
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unreadable job result: {done:?}"));
+    let numbers: Vec<u64> = done
+        .split_whitespace()
+        .skip(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [ms, steal_ms] = numbers[..] else {
+        panic!("unreadable job result: {done:?}")
+    };
     assert!(ms > 0, "{done:?}");
-    ms
+    Job { ms, steal_ms }
 }
 
 /// The `list` output's rows after the previous match, up to the next prompt.
@@ -182,7 +200,7 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     define_job(&m);
     // The job alone: a and c idle.
     line(&m, "j b-alone");
-    let alone = job_ms(&m, "b-alone", seconds(120));
+    let alone = job(&m, "b-alone", seconds(120)).ms;
     detach(&m);
 
     attach(&m, "c");
@@ -199,53 +217,36 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     detach(&m);
     attach(&m, "a");
     line(&m, "j a-busy &");
-    let a_ms = job_ms(&m, "a-busy", seconds(300));
+    let a = job(&m, "a-busy", seconds(300));
     detach(&m);
     // Attaching replays b's recent output, its result included if it is already there.
     line(&m, "console b");
-    let b_ms = job_ms(&m, "b-busy", seconds(300));
+    let b = job(&m, "b-busy", seconds(300));
     detach(&m);
-    eprintln!("fairness: job alone {alone} ms; beside a CPU hog: a {a_ms} ms, b {b_ms} ms");
-    let (slow, fast) = (b_ms.max(a_ms), b_ms.min(a_ms));
+    eprintln!(
+        "fairness: job alone {alone} ms; beside a CPU hog: a {} ms ({} ms stolen), b {} ms ({} ms stolen)",
+        a.ms, a.steal_ms, b.ms, b.steal_ms
+    );
+    let (slow, fast) = (b.ms.max(a.ms), b.ms.min(a.ms));
     assert!(
         (slow - fast) * 4 <= slow,
-        "a {a_ms} ms and b {b_ms} ms differ by more than 25%"
+        "a {} ms and b {} ms differ by more than 25%",
+        a.ms,
+        b.ms
     );
-    for t in [a_ms, b_ms] {
+    for j in [&a, &b] {
         assert!(
-            t * 2 <= alone * 5,
-            "{t} ms is more than 2.5 times the {alone} ms alone"
+            j.ms <= alone * 3,
+            "{} ms is more than 3 times the {alone} ms alone",
+            j.ms
         );
         assert!(
-            t * 5 >= alone * 6,
-            "{t} ms is less than 1.2 times the {alone} ms alone: did the hog run?"
+            j.steal_ms * 10 >= j.ms && j.steal_ms * 10 <= j.ms * 6,
+            "{} ms of the job's {} ms stolen: not between 10% and 60%",
+            j.steal_ms,
+            j.ms
         );
     }
-    // b's kernel saw the time it waited for the hog as stolen (KVM's steal time): the steal
-    // column of its /proc/stat, in 10 ms ticks, covers at least half of what the job lost
-    // beside the hog. The echoed command never shows the marker `STEAL-TICKS`.
-    attach(&m, "b");
-    line(
-        &m,
-        "awk '/^cpu /{printf \"%s %d\\n\", \"STEAL\" \"-TICKS\", $9}' /proc/stat",
-    );
-    let steal = m.expect_line("STEAL-TICKS ", seconds(30));
-    let steal_ms: u64 = steal
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("unreadable steal line {steal:?}"))
-        * 10;
-    eprintln!(
-        "steal: b's kernel counts {steal_ms} ms; its job lost {} ms",
-        b_ms - alone
-    );
-    assert!(
-        steal_ms * 2 >= b_ms - alone,
-        "b's steal time {steal_ms} ms is short of the {} ms its job lost",
-        b_ms - alone
-    );
-    detach(&m);
     // The second frame's CPU(%) covers the second between the frames (the first's is 0).
     line(&m, "top -b -i 2 -d 1");
     m.expect_line("         c ", seconds(30));
