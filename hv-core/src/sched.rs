@@ -174,11 +174,6 @@ impl Sched {
         self.entries.iter().any(|e| e.id == id && e.paused)
     }
 
-    /// Whether domain `id` was picked and not yet charged.
-    pub fn is_running(&self, id: u32) -> bool {
-        self.entries.iter().any(|e| e.id == id && e.running)
-    }
-
     /// TSC ticks domain `id` has run.
     pub fn cpu_time(&self, id: u32) -> u64 {
         self.entries
@@ -350,6 +345,11 @@ impl Sched {
 mod tests {
     use super::*;
 
+    /// Whether domain `id` was picked and not yet charged.
+    fn running(s: &Sched, id: u32) -> bool {
+        s.entries.iter().any(|e| e.id == id && e.running)
+    }
+
     /// A 1 MHz TSC: a slice is 10_000 ticks, a period 30_000.
     const HZ: u64 = 1_000_000;
 
@@ -372,7 +372,7 @@ mod tests {
             }
             cpus[c] = match s.pick(now, c) {
                 Pick::Run { id, until } => {
-                    assert!(s.is_running(id));
+                    assert!(running(s, id));
                     let elsewhere = cpus.iter().any(|c| c.1.is_some_and(|r| r.0 == id));
                     assert!(!elsewhere, "{id} picked while it runs on another CPU");
                     (until + gap, Some((id, now, until)))
@@ -621,17 +621,17 @@ mod tests {
         let mut s = Sched::new(HZ, 1, 2);
         s.add(1, 256, 0);
         assert!(matches!(s.pick(1, 0), Pick::Run { id: 1, .. }));
-        assert!(s.is_running(1));
+        assert!(running(&s, 1));
         assert!(matches!(s.pick(2, 0), Pick::Idle { .. }), "1 runs already");
         s.add(2, 256, 0);
         assert!(matches!(s.pick(3, 0), Pick::Run { id: 2, .. }));
         assert!(matches!(s.pick(4, 0), Pick::Idle { .. }), "both run");
         s.charge(1, 100, 101);
-        assert!(!s.is_running(1) && s.is_running(2));
+        assert!(!running(&s, 1) && running(&s, 2));
         assert!(matches!(s.pick(102, 0), Pick::Run { id: 1, .. }));
         // Blocked while it runs: it is charged at its slice's end and then not picked.
         s.set_blocked(2, true, 150);
-        assert!(s.is_running(2));
+        assert!(running(&s, 2));
         s.charge(2, 200, 203);
         assert!(matches!(s.pick(204, 0), Pick::Idle { .. }));
         assert_eq!(s.waited(2), 0);
@@ -659,7 +659,7 @@ mod tests {
         // Removed while it runs: its charge is ignored.
         s.remove(1);
         s.charge(1, 10, 910);
-        assert!(!s.is_running(1) && s.cpu_time(1) == 0);
+        assert!(!running(&s, 1) && s.cpu_time(1) == 0);
     }
 
     #[test]
