@@ -328,7 +328,7 @@ enum Step {
 
 /// One CPU's loop: between slices, under the lock, the console (on the first CPU), the switch,
 /// wake-ups and the choice of a domain; the slice itself without it.
-pub fn cpu_loop(cpu: CpuId, timer: &HostTimer) -> ! {
+fn cpu_loop(cpu: CpuId, timer: &HostTimer) -> ! {
     loop {
         let step = with_monitor(|m| m.next_step(cpu));
         match step {
@@ -457,6 +457,9 @@ impl Monitor {
         };
         let waited = self.sched.waited(id);
         let slot = &mut self.slots[i];
+        if slot.core.is_err() {
+            return None;
+        }
         let core = core::mem::replace(&mut slot.core, Err(cpu.index)).ok()?;
         slot.cpu = cpu.index;
         KICK[cpu.index].store(false, Ordering::Relaxed);
@@ -500,10 +503,10 @@ impl Monitor {
 
     /// Frees a domain destroyed while its job ran, and restarts it if that was a reboot.
     fn bury(&mut self, job: Job) {
-        let Some(d) = self.dying.iter().position(|(s, _)| s.id == job.id) else {
-            return job.core.guest.destroy(&mut self.boot.frames);
+        let restart = match self.dying.iter().position(|(s, _)| s.id == job.id) {
+            Some(d) => self.dying.remove(d).1,
+            None => None,
         };
-        let (_, restart) = self.dying.remove(d);
         job.core.guest.destroy(&mut self.boot.frames);
         if let Some(config) = restart {
             self.start(config);
@@ -562,33 +565,28 @@ impl Monitor {
                 self.sched.add(id, guest.life.cpu_weight, guest.life.cap);
                 self.sched.set_affinity(id, cpus);
                 let ring = Arc::new(spin::Mutex::new(Ring::new()));
-                let slot = Slot {
+                self.switch.connect(id, &guest.vm.platform);
+                let mut slot = Slot {
                     id,
                     name: guest.vm.name.clone(),
                     memory_mib: guest.memory_mib,
                     config: guest.config,
                     life: guest.life,
                     tags,
-                    ring,
+                    ring: ring.clone(),
                     input: InputQueue::new(),
                     cpu_ticks: 0,
                     stopped: None,
                     press_button: false,
-                    core: Err(0),
+                    core: Ok(Box::new(Core {
+                        fpus: (0..vcpu_count).map(|_| FpuState::new()).collect(),
+                        ring,
+                        guest,
+                    })),
                     cpu: 0,
                     affinity: cpus,
                     vcpus: alloc::vec![VcpuSeen::default(); vcpu_count],
                     current_vcpu: 0,
-                };
-                let core = Core {
-                    fpus: slot.tags.iter().map(|_| FpuState::new()).collect(),
-                    ring: slot.ring.clone(),
-                    guest,
-                };
-                self.switch.connect(id, &core.guest.vm.platform);
-                let mut slot = Slot {
-                    core: Ok(Box::new(core)),
-                    ..slot
                 };
                 slot.see_vcpus();
                 self.slots.push(slot);
