@@ -14,22 +14,28 @@
 //! each run the same CPU-bound busybox loop and time it with /proc/uptime. (A 2-vCPU Linux does
 //! more work of its own beside a job, its timer ticks and IPIs on the other vCPU, so the two
 //! jobs run in the two 1-vCPU guests.) All three have the default weight and a domain runs on
-//! one CPU at a time, so each should get two thirds of a CPU:
-//! - the two completion times may differ by at most 25% of the longer one. The ideal is 0; the
-//!   jobs are started one after the other through the console (up to about a second apart, out
-//!   of several seconds), and for that stretch the first job competes with one domain for two
-//!   CPUs instead of two, as the second does at its end; slices (10 ms) and credit periods
-//!   (30 ms) are far finer;
-//! - each must take at most 3 times as long as the same job alone (`b` alone, measured first,
-//!   with `a` and `c` idle, so on one CPU, as a domain's one vCPU never gets more). The ideal is
-//!   1.5; the rest allows for the monitor's own work, the guests' timer interrupts, TCG's uneven
-//!   speed and above all the host: the two emulated CPUs are two threads on a shared 2-core
-//!   machine, and the job alone and the jobs beside the hog run seconds apart, under whatever
-//!   else the machine runs then (a loaded machine has doubled the time alone);
-//! - each job's kernel counts between 10% and 60% of the job's time as stolen (KVM's steal
-//!   time, from /proc/stat): the time its vCPU waited while the others ran. The ideal is a third
-//!   (two thirds of a CPU); at least 10% shows the hog competed, at most 60% that the job got
-//!   its share. Unlike the times, these shares come from one domain's own clock within one run,
+//! one CPU at a time, so each should get two thirds of a CPU. The job runs alone in `a` and in
+//! `b` by turns (the other guests idle, so on one CPU, as a domain's one vCPU never gets more),
+//! then in both at once beside the hog, three times each; each guest's best time counts. Host
+//! load only ever adds time, and it comes in stretches of seconds (the two emulated CPUs are two
+//! threads on a shared 2-core machine): single runs, or three in one guest and then three in
+//! the other, have come out 30-45% apart with the same steal time in both guests.
+//! - Each guest's slowdown beside the hog (its time there over its own time alone) may differ
+//!   from the other's by at most 25% of the larger. This is the scheduler's fairness with each
+//!   guest's own speed taken out. The ideal is 0; the jobs are started one after the other
+//!   through the console (up to about a second apart, out of several seconds), and for that
+//!   stretch the first job competes with one domain for two CPUs instead of two, as the second
+//!   does at its end; slices (10 ms) and credit periods (30 ms) are far finer.
+//! - The two completion times beside the hog may differ by the guests' difference alone (as a
+//!   share of the longer time) plus at most 25% of the longer one, for the same reasons.
+//! - Each slowdown is at most 3. The ideal is 1.5; the rest allows for the monitor's own work,
+//!   the guests' timer interrupts, TCG's uneven speed and the host, whose load changes between
+//!   the runs alone and beside the hog, seconds apart (a loaded machine has doubled the time
+//!   alone).
+//! - Each job's kernel counts between 10% and 60% of the job's time as stolen (KVM's steal
+//!   time, from /proc/stat), in every run: the time its vCPU waited while the others ran. The
+//!   ideal is a third (two thirds of a CPU); at least 10% shows the hog competed, at most 60%
+//!   that the job got its share. These shares come from one domain's own clock within one run,
 //!   so the host's load does not move them.
 
 use std::time::Duration;
@@ -44,6 +50,8 @@ const CTRL_RBRACKET: &str = "\x1d";
 const PROMPT: &str = "hv> ";
 /// Iterations of the timed busybox loop (under 2 s alone under TCG).
 const JOB_LOOPS: u32 = 80_000;
+/// Runs of each timed job; the best (shortest) of them is compared.
+const ROUNDS: usize = 3;
 const BROKEN: &str = "name = \"broken\"\nkernel = \"vmlinuz\"\nmemory = = 64\n";
 
 fn guest(name: &str, memory_mib: u32, vcpus: u32) -> VmConfig {
@@ -124,6 +132,32 @@ fn job(m: &Machine, tag: &str, timeout: Duration) -> Job {
     Job { ms, steal_ms }
 }
 
+/// Run `k` of the job alone in guest `name` (whose job is defined), the other guests idle.
+fn alone(m: &Machine, name: &str, k: usize) -> u64 {
+    attach(m, name);
+    line(m, &format!("j {name}-alone-{k}"));
+    let ms = job(m, &format!("{name}-alone-{k}"), seconds(120)).ms;
+    detach(m);
+    ms
+}
+
+/// Round `k` of the jobs beside the hog: `b`'s job and then `a`'s start in the background
+/// (their results land in the guests' rings while detached), and both are awaited.
+fn busy_round(m: &Machine, k: usize) -> (Job, Job) {
+    attach(m, "b");
+    line(m, &format!("j b-busy-{k} &"));
+    detach(m);
+    attach(m, "a");
+    line(m, &format!("j a-busy-{k} &"));
+    let a = job(m, &format!("a-busy-{k}"), seconds(300));
+    detach(m);
+    // Attaching replays b's recent output, its result included if it is already there.
+    line(m, "console b");
+    let b = job(m, &format!("b-busy-{k}"), seconds(300));
+    detach(m);
+    (a, b)
+}
+
 /// The `list` output's rows after the previous match, up to the next prompt.
 fn list(m: &Machine) -> Vec<String> {
     line(m, "list");
@@ -198,53 +232,64 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     line(&m, "uname -s; echo b-says-$((6*7))");
     m.expect("b-says-42", seconds(30));
     define_job(&m);
-    // The job alone: a and c idle.
-    line(&m, "j b-alone");
-    let alone = job(&m, "b-alone", seconds(120)).ms;
     detach(&m);
+    attach(&m, "a");
+    define_job(&m);
+    detach(&m);
+    // Each guest's job alone, the two guests taking turns so that a stretch of host load
+    // does not fall on one guest's runs only.
+    let (mut alone_a, mut alone_b) = (u64::MAX, u64::MAX);
+    for k in 1..=ROUNDS {
+        alone_a = alone_a.min(alone(&m, "a", k));
+        alone_b = alone_b.min(alone(&m, "b", k));
+    }
 
     attach(&m, "c");
     line(&m, "echo c-has-$(nproc)-cpus");
     m.expect("c-has-2-cpus", seconds(30));
     line(&m, "while :; do :; done &");
     detach(&m);
-    attach(&m, "a");
-    define_job(&m);
-    detach(&m);
-    // Both jobs in the background; results land in the guests' rings while detached.
-    attach(&m, "b");
-    line(&m, "j b-busy &");
-    detach(&m);
-    attach(&m, "a");
-    line(&m, "j a-busy &");
-    let a = job(&m, "a-busy", seconds(300));
-    detach(&m);
-    // Attaching replays b's recent output, its result included if it is already there.
-    line(&m, "console b");
-    let b = job(&m, "b-busy", seconds(300));
-    detach(&m);
-    eprintln!(
-        "fairness: job alone {alone} ms; beside a CPU hog: a {} ms ({} ms stolen), b {} ms ({} ms stolen)",
-        a.ms, a.steal_ms, b.ms, b.steal_ms
-    );
-    let (slow, fast) = (b.ms.max(a.ms), b.ms.min(a.ms));
-    assert!(
-        (slow - fast) * 4 <= slow,
-        "a {} ms and b {} ms differ by more than 25%",
-        a.ms,
-        b.ms
-    );
-    for j in [&a, &b] {
-        assert!(
-            j.ms <= alone * 3,
-            "{} ms is more than 3 times the {alone} ms alone",
-            j.ms
+    let rounds: Vec<(Job, Job)> = (1..=ROUNDS).map(|k| busy_round(&m, k)).collect();
+    for (k, (a, b)) in rounds.iter().enumerate() {
+        eprintln!(
+            "fairness round {}: beside a CPU hog: a {} ms ({} ms stolen), b {} ms ({} ms stolen)",
+            k + 1,
+            a.ms,
+            a.steal_ms,
+            b.ms,
+            b.steal_ms
         );
+        for j in [a, b] {
+            assert!(
+                j.steal_ms * 10 >= j.ms && j.steal_ms * 10 <= j.ms * 6,
+                "{} ms of the job's {} ms stolen: not between 10% and 60%",
+                j.steal_ms,
+                j.ms
+            );
+        }
+    }
+    let a = rounds.iter().map(|(a, _)| a.ms).min().expect("rounds");
+    let b = rounds.iter().map(|(_, b)| b.ms).min().expect("rounds");
+    eprintln!(
+        "fairness: best of {ROUNDS}: alone a {alone_a} ms, b {alone_b} ms; beside the hog a {a} ms, b {b} ms"
+    );
+    let apart = |x: u64, y: u64| x.abs_diff(y) as f64 / x.max(y) as f64;
+    let own = apart(alone_a, alone_b);
+    assert!(
+        apart(a, b) <= own + 0.25,
+        "a {a} ms and b {b} ms differ by more than 25% beyond the {:.0}% of their times alone",
+        own * 100.0
+    );
+    // Slowdowns in thousandths of each guest's own time alone.
+    let (slow_a, slow_b) = (a * 1000 / alone_a, b * 1000 / alone_b);
+    assert!(
+        apart(slow_a, slow_b) <= 0.25,
+        "a slowed by {slow_a}/1000 and b by {slow_b}/1000: more than 25% apart"
+    );
+    for slowdown in [slow_a, slow_b] {
         assert!(
-            j.steal_ms * 10 >= j.ms && j.steal_ms * 10 <= j.ms * 6,
-            "{} ms of the job's {} ms stolen: not between 10% and 60%",
-            j.steal_ms,
-            j.ms
+            slowdown <= 3000,
+            "a job took {slowdown}/1000 of its time alone: more than 3 times"
         );
     }
     // The second frame's CPU(%) covers the second between the frames (the first's is 0).
