@@ -141,6 +141,12 @@ fn alone(m: &Machine, name: &str, k: usize) -> u64 {
     ms
 }
 
+/// The best (shortest) time of `a` and of `b` over runs of both.
+fn best(runs: &[(u64, u64)]) -> (u64, u64) {
+    let min = |pick: fn(&(u64, u64)) -> u64| runs.iter().map(pick).min().expect("a run");
+    (min(|r| r.0), min(|r| r.1))
+}
+
 /// Round `k` of the jobs beside the hog: `b`'s job and then `a`'s start in the background
 /// (their results land in the guests' rings while detached), and both are awaited.
 fn busy_round(m: &Machine, k: usize) -> (Job, Job) {
@@ -238,11 +244,10 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
     detach(&m);
     // Each guest's job alone, the two guests taking turns so that a stretch of host load
     // does not fall on one guest's runs only.
-    let (mut alone_a, mut alone_b) = (u64::MAX, u64::MAX);
-    for k in 1..=ROUNDS {
-        alone_a = alone_a.min(alone(&m, "a", k));
-        alone_b = alone_b.min(alone(&m, "b", k));
-    }
+    let alone_runs: Vec<(u64, u64)> = (1..=ROUNDS)
+        .map(|k| (alone(&m, "a", k), alone(&m, "b", k)))
+        .collect();
+    let (alone_a, alone_b) = best(&alone_runs);
 
     attach(&m, "c");
     line(&m, "echo c-has-$(nproc)-cpus");
@@ -268,8 +273,7 @@ fn three_guests_share_the_cpu_and_obey_the_console() {
             );
         }
     }
-    let a = rounds.iter().map(|(a, _)| a.ms).min().expect("rounds");
-    let b = rounds.iter().map(|(_, b)| b.ms).min().expect("rounds");
+    let (a, b) = best(&rounds.iter().map(|(a, b)| (a.ms, b.ms)).collect::<Vec<_>>());
     eprintln!(
         "fairness: best of {ROUNDS}: alone a {alone_a} ms, b {alone_b} ms; beside the hog a {a} ms, b {b} ms"
     );
