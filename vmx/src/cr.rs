@@ -18,6 +18,13 @@ pub const CR0_CD: u64 = 1 << 30;
 /// host owns them, so that no guest can turn the CPU's caches off for the host and the other
 /// guests.
 pub const CR0_CACHE_BITS: u64 = CR0_CD | CR0_NW;
+
+/// The CR0 the CPU runs a guest with for the guest's `value`: VMX's fixed bits applied and
+/// the caching bits left to the host (VM entry never loads CD and NW, SDM Vol. 3C §28.3.2.1;
+/// the guest's live only in the read shadow).
+pub fn hardware_cr0(value: u64, fixed: (u64, u64)) -> u64 {
+    fix(value, fixed) & !CR0_CACHE_BITS
+}
 pub const CR0_PG: u64 = 1 << 31;
 /// PE, MP, EM, TS, ET, NE, WP, AM, NW, CD, PG. Writes to the other bits of 31:0 are ignored;
 /// bits 63:32 are reserved and fault.
@@ -97,9 +104,7 @@ impl Rules {
         let lma = value & CR0_PG != 0 && g.efer & EFER_LME != 0;
         Ok(Update {
             shadow: visible,
-            // VM entry never loads CD and NW (SDM Vol. 3C §28.3.2.1): the guest's live only in
-            // the read shadow, and the CPU keeps the host's caching.
-            hardware: fix(visible, self.cr0_fixed) & !CR0_CACHE_BITS,
+            hardware: hardware_cr0(visible, self.cr0_fixed),
             efer: (g.efer & !EFER_LMA) | if lma { EFER_LMA } else { 0 },
         })
     }

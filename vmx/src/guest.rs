@@ -6,6 +6,7 @@
 use vcpu::{ControlState, Segments, StartState};
 use x86::vmx::vmcs::guest;
 
+use crate::cr::hardware_cr0;
 use crate::features::{fix, Features};
 
 /// Access rights in the VMCS format (SDM Vol. 3C Table 25-2): the descriptor's type, S, DPL,
@@ -111,10 +112,7 @@ pub fn start_fields(features: &Features, start: &StartState) -> [(u32, u64); 44]
         (guest::GDTR_BASE, start.gdt_base),
         (guest::GDTR_LIMIT, u64::from(start.gdt_limit)),
         (guest::IDTR_LIMIT, 0),
-        (
-            guest::CR0,
-            fix(start.cr0, cr0_fixed) & !crate::cr::CR0_CACHE_BITS,
-        ),
+        (guest::CR0, hardware_cr0(start.cr0, cr0_fixed)),
         (guest::CR3, start.cr3),
         (guest::CR4, fix(start.cr4, features.cr4_fixed)),
         (x86::vmx::vmcs::control::CR0_GUEST_HOST_MASK, own.cr0_mask),
@@ -168,10 +166,7 @@ pub fn sipi_fields(vector: u8, cr0_fixed: (u64, u64), cr4_fixed: (u64, u64)) -> 
         (guest::GDTR_LIMIT, limit),
         (guest::IDTR_BASE, 0),
         (guest::IDTR_LIMIT, limit),
-        (
-            guest::CR0,
-            fix(sipi::CR0, cr0_fixed) & !crate::cr::CR0_CACHE_BITS,
-        ),
+        (guest::CR0, hardware_cr0(sipi::CR0, cr0_fixed)),
         (x86::vmx::vmcs::control::CR0_READ_SHADOW, sipi::CR0),
         (guest::CR3, 0),
         (guest::CR4, fix(0, cr4_fixed)),
